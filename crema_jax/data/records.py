@@ -1,0 +1,137 @@
+"""The common record format every source reader yields, and the checks on it.
+
+One `Record` is one ECG: `ecg` is `[time, 12]` in millivolts, leads in `LEADS` order, at
+`sampling_rate` Hz. Readers raise `RecordError` for a problem with one record (it is
+skipped and listed in the manifest) and `SourceError` for a problem with the whole folder
+(the run stops before any work).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Protocol, Sequence
+
+import numpy as np
+
+LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
+SUPERCLASSES = ("NORM", "MI", "STTC", "CD", "HYP")
+
+SEX_MALE, SEX_FEMALE, SEX_UNKNOWN = 0, 1, -1  # PTB-XL's coding: 0 male, 1 female.
+
+
+class SourceError(Exception):
+  """A folder-level problem (no metadata table, no records): nothing can be read."""
+
+
+class RecordError(Exception):
+  """A problem with one record: the record is skipped and reported, the run goes on."""
+
+  def __init__(self, path: str, reason: str):
+    super().__init__(f"{path}: {reason}")
+    self.path = str(path)
+    self.reason = reason
+
+
+@dataclasses.dataclass
+class Record:
+  """One 12-lead ECG in the common format.
+
+  Attributes:
+    ecg: [time, 12] float32 millivolts, leads in `LEADS` order.
+    sampling_rate: Hz of `ecg`.
+    ecg_id: the source's record id.
+    patient_id: the source's patient id (several records may share one).
+    source: dataset name, e.g. "ptbxl".
+    record_name: the record's path relative to the source root (for error reports).
+    age: years, NaN when unknown.
+    sex: SEX_MALE, SEX_FEMALE or SEX_UNKNOWN.
+    labels: [5] uint8 multi-hot over `SUPERCLASSES` (all zero when unlabelled).
+    fold: PTB-XL strat_fold 1..10, 0 when the source has no folds.
+    scp_codes: the source's full code list as a JSON object string ({} when none).
+    subclasses: comma-separated diagnostic subclasses, e.g. "IMI,LVH".
+  """
+
+  ecg: np.ndarray
+  sampling_rate: int
+  ecg_id: int
+  patient_id: int
+  source: str
+  record_name: str
+  age: float = math.nan
+  sex: int = SEX_UNKNOWN
+  labels: np.ndarray = dataclasses.field(
+      default_factory=lambda: np.zeros(len(SUPERCLASSES), np.uint8))
+  fold: int = 0
+  scp_codes: str = "{}"
+  subclasses: str = ""
+
+  def to_example(self) -> dict:
+    """The dict stored in the ArrayRecord shards (float16 signal, fixed dtypes)."""
+    return {
+        "ecg": self.ecg.astype(np.float16),
+        "sampling_rate": np.int32(self.sampling_rate),
+        "ecg_id": np.int64(self.ecg_id),
+        "patient_id": np.int64(self.patient_id),
+        "source": self.source,
+        "record_name": self.record_name,
+        "age": np.float32(self.age),
+        "sex": np.int32(self.sex),
+        "labels": np.asarray(self.labels, np.uint8),
+        "fold": np.int32(self.fold),
+        "scp_codes": self.scp_codes,
+        "subclasses": self.subclasses,
+    }
+
+
+def labels_from_classes(classes) -> np.ndarray:
+  """[5] uint8 multi-hot over SUPERCLASSES from an iterable of class names."""
+  classes = set(classes)
+  return np.array([c in classes for c in SUPERCLASSES], np.uint8)
+
+
+def scp_codes_json(codes: dict) -> str:
+  return json.dumps({str(k): float(v) for k, v in codes.items()}, sort_keys=True)
+
+
+def check_signal(ecg: np.ndarray, path: str, sampling_rate: float,
+                 min_seconds: float = 1.0, flat_mv: float = 1e-4) -> np.ndarray:
+  """Returns `ecg` as float32 [time, 12] or raises RecordError saying what is wrong.
+
+  Refuses a wrong shape or lead count, NaN/inf samples, any flat lead (peak-to-peak below
+  `flat_mv` millivolts) and records shorter than `min_seconds`.
+  """
+  ecg = np.asarray(ecg)
+  if ecg.ndim != 2:
+    raise RecordError(path, f"signal has shape {ecg.shape}, expected [time, leads]")
+  if ecg.shape[1] != len(LEADS):
+    raise RecordError(path, f"has {ecg.shape[1]} leads, expected {len(LEADS)}")
+  if ecg.shape[0] < min_seconds * sampling_rate:
+    raise RecordError(path, f"too short: {ecg.shape[0] / sampling_rate:.2f} s < "
+                      f"{min_seconds:g} s")
+  if not np.all(np.isfinite(ecg)):
+    bad = [LEADS[i] for i in np.flatnonzero(~np.all(np.isfinite(ecg), axis=0))]
+    raise RecordError(path, f"NaN or inf samples in lead(s) {', '.join(bad)}")
+  ptp = np.ptp(ecg, axis=0)
+  if np.any(ptp < flat_mv):
+    flat = [LEADS[i] for i in np.flatnonzero(ptp < flat_mv)]
+    raise RecordError(path, f"flat lead(s) {', '.join(flat)}")
+  return ecg.astype(np.float32)
+
+
+class Source(Protocol):
+  """A dataset folder as its owners publish it.
+
+  The constructor checks the folder (raising SourceError); `keys()` lists the records in
+  a stable order, so that prepare can split them into shards and resume; `read(key)`
+  returns one Record at the configured sampling rate or raises RecordError.
+  """
+
+  name: str
+
+  def keys(self) -> Sequence[str]:
+    ...
+
+  def read(self, key: str) -> Record:
+    ...

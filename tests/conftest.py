@@ -1,0 +1,22 @@
+"""Every test runs on 8 CPU devices, so sharded paths are exercised without hardware."""
+
+import os
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pathlib  # noqa: E402
+
+import pytest  # noqa: E402
+
+SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> pathlib.Path:
+  """The real reference files in ../shared/data (PTB-XL tables, MIT-BIH record 100)."""
+  if not SHARED_DATA.is_dir():
+    raise FileNotFoundError(f"reference data not found at {SHARED_DATA}: "
+                            "clone the repository with ../shared beside it")
+  return SHARED_DATA
