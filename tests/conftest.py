@@ -20,3 +20,20 @@ def shared_data() -> pathlib.Path:
     raise FileNotFoundError(f"reference data not found at {SHARED_DATA}: "
                             "clone the repository with ../shared beside it")
   return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def demo_config(tmp_path_factory):
+  """The test demo config over a small synthetic PTB-XL folder, already prepared."""
+  from configs import demo  # pylint: disable=g-import-not-at-top
+  from crema_jax.data import prepare  # pylint: disable=g-import-not-at-top
+  from crema_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+
+  root = tmp_path_factory.mktemp("demo")
+  config = demo.get_config("test")
+  config.data.raw_dir = str(root / "ptbxl")
+  config.data.data_dir = str(root / "prepared")
+  synthetic.write_synthetic_ptbxl(config.data.raw_dir, num_patients=config.demo_patients,
+                                  seed=0)
+  prepare.prepare_from_config(config.data, show_progress=False)
+  return config

@@ -1,0 +1,215 @@
+"""Grain input pipelines over a prepared source.
+
+Pretraining: `MapDataset.source -> [process shard] -> shuffle -> repeat -> random_map(
+PretrainViews) -> batch -> to_iter_dataset -> [mp_prefetch]`. Each example holds two
+augmented, masked views of one ECG and one view of another ECG of the same patient.
+Evaluation: one centred, unaugmented view with labels, every record once, in order.
+
+All randomness comes from Grain's per-example Generators (seeded by the pipeline seed and
+the example's position), so a run is reproducible and the iterator state resumes it
+exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import grain
+import ml_collections
+import numpy as np
+
+from crema_jax import masking
+from crema_jax.data import augment
+from crema_jax.data import signal
+from crema_jax.data import storage
+
+
+def select(prepared: storage.PreparedSource, folds: Sequence[int]) -> np.ndarray:
+  """Positions of the records in `folds` (all records when `folds` is empty)."""
+  if not len(folds):
+    return np.arange(len(prepared), dtype=np.int64)
+  return np.flatnonzero(np.isin(prepared.index["fold"], np.asarray(folds)))
+
+
+def patient_keys(patient_ids: np.ndarray) -> np.ndarray:
+  """[n] int32 keys, equal exactly where the int64 patient ids are equal."""
+  return np.unique(patient_ids, return_inverse=True)[1].astype(np.int32)
+
+
+class PatientIndex:
+  """For each record of a subset, the other records of the same patient."""
+
+  def __init__(self, patient_ids: np.ndarray):
+    keys = patient_keys(patient_ids)
+    self._order = np.argsort(keys, kind="stable")
+    counts = np.bincount(keys)
+    self._starts = np.concatenate([[0], np.cumsum(counts)])
+    self._keys = keys
+
+  def key(self, i: int) -> int:
+    return int(self._keys[i])
+
+  def others(self, i: int) -> np.ndarray:
+    k = self._keys[i]
+    group = self._order[self._starts[k]:self._starts[k + 1]]
+    return group[group != i]
+
+
+class SubsetSource:
+  """A Grain random-access source over `positions` of a prepared source.
+
+  Yields the decoded TFDS example plus `subset_index` (i) and `position` (its index in
+  the prepared source).
+  """
+
+  def __init__(self, prepared: storage.PreparedSource, positions: np.ndarray):
+    self._data_source = prepared.data_source
+    self.positions = np.asarray(positions, np.int64)
+    self.patients = PatientIndex(prepared.index["patient_id"][self.positions])
+
+  def __len__(self) -> int:
+    return len(self.positions)
+
+  def __getitem__(self, i: int) -> dict:
+    position = int(self.positions[i])
+    example = self._data_source[position]
+    example["subset_index"] = i
+    example["position"] = position
+    return example
+
+  def __repr__(self) -> str:
+    return f"SubsetSource({len(self)} records)"
+
+
+@dataclasses.dataclass(frozen=True)
+class ViewSpec:
+  """How one view is cut, normalised and masked."""
+  seq_len: int
+  sampling_rate: int
+  normalize: str
+  num_tokens: int
+  mask_ratio: float
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict) -> "ViewSpec":
+    return cls(
+        seq_len=config.data.seq_len, sampling_rate=config.data.sampling_rate,
+        normalize=config.data.normalize,
+        num_tokens=masking.num_tokens(config.data.seq_len, config.model.patch_size,
+                                      config.model.num_leads, config.model.token_layout),
+        mask_ratio=config.mask_ratio)
+
+  def signal(self, ecg: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+    """float16 [time, 12] mV -> float32 [seq_len, 12], cropped and normalised."""
+    x = augment.crop(np.asarray(ecg, np.float32), self.seq_len, rng)
+    if self.normalize == "per_lead":
+      x = signal.standardize_leads(x)
+    return x
+
+
+class PretrainViews(grain.transforms.RandomMap):
+  """One record -> two augmented masked views, plus a same-patient partner view.
+
+  Output (numpy): view1, view2, pair [seq_len, leads] float32; keep1, masked1, keep2,
+  masked2, keep_pair, masked_pair [K] / [M] int32; has_pair bool (False: no other ECG
+  of this patient, and `pair` is a third view of the same ECG); patient int32 (equal for
+  ECGs of one patient); position, pair_position int64 (indices in the prepared source).
+  """
+
+  def __init__(self, subset: SubsetSource, spec: ViewSpec,
+               augment_config: ml_collections.ConfigDict, patient_pairs: bool):
+    self._subset = subset
+    self._patients = subset.patients
+    self._spec = spec
+    self._augment = augment_config
+    self._patient_pairs = patient_pairs
+
+  def _view(self, ecg: np.ndarray, rng: np.random.Generator):
+    """-> (x [seq_len, leads], ids_keep [K], ids_masked [M])."""
+    x = self._spec.signal(ecg, rng if self._augment.random_crop else None)
+    x = augment.augment(x, rng, self._augment, self._spec.sampling_rate)
+    return (x, *masking.random_masking(rng, self._spec.num_tokens, self._spec.mask_ratio))
+
+  def random_map(self, element: dict, rng: np.random.Generator) -> dict:
+    i = element["subset_index"]
+    others = self._patients.others(i) if self._patient_pairs else ()
+    partner = self._subset[int(rng.choice(others))] if len(others) else element
+    out = {"has_pair": np.bool_(len(others) > 0),
+           "patient": np.int32(self._patients.key(i)),
+           "position": np.int64(element["position"]),
+           "pair_position": np.int64(partner["position"])}
+    for name, ecg in (("1", element["ecg"]), ("2", element["ecg"]),
+                      ("_pair", partner["ecg"])):
+      x, out[f"keep{name}"], out[f"masked{name}"] = self._view(ecg, rng)
+      out["pair" if name == "_pair" else f"view{name}"] = x
+    return out
+
+
+def _iterate(ds: grain.MapDataset, data_config: ml_collections.ConfigDict):
+  it = ds.to_iter_dataset(grain.ReadOptions(
+      num_threads=data_config.read_threads,
+      prefetch_buffer_size=data_config.prefetch_buffer))
+  if data_config.worker_count > 0:
+    it = it.mp_prefetch(grain.MultiprocessingOptions(
+        num_workers=data_config.worker_count))
+  return it
+
+
+def pretrain_dataset(config: ml_collections.ConfigDict, prepared: storage.PreparedSource,
+                     *, process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
+  """The infinite pretraining stream of this process's share of the global batch.
+
+  Args:
+    config: the experiment config (uses data.*, model.patch_size/num_leads/token_layout,
+      mask_ratio, batch_size = the global batch size).
+    prepared: the prepared source.
+    process_index, process_count: this JAX process's place; each process reads a
+      disjoint slice of the records and yields batch_size // process_count examples.
+  """
+  if config.batch_size % process_count:
+    raise ValueError(f"batch_size={config.batch_size} is not divisible by "
+                     f"{process_count} processes")
+  data = config.data
+  subset = SubsetSource(prepared, select(prepared, data.pretrain_folds))
+  if len(subset) < process_count:
+    raise ValueError(f"{prepared.path}: {len(subset)} records for {process_count} "
+                     "processes")
+  views = PretrainViews(subset, ViewSpec.from_config(config), data.augment,
+                        data.patient_pairs)
+  ds = grain.MapDataset.source(subset)
+  ds = ds[process_index::process_count]
+  ds = ds.shuffle(seed=data.shuffle_seed).repeat()
+  ds = ds.random_map(views, seed=data.shuffle_seed + 1)
+  ds = ds.batch(config.batch_size // process_count, drop_remainder=True)
+  return _iterate(ds, data)
+
+
+class EvalView(grain.transforms.Map):
+  """One record -> a centred, unaugmented, normalised view with its labels."""
+
+  def __init__(self, spec: ViewSpec, subset: SubsetSource):
+    self._spec = spec
+    self._patients = subset.patients
+
+  def map(self, element: dict) -> dict:
+    return {
+        "view": self._spec.signal(element["ecg"], None),
+        "labels": np.asarray(element["labels"], np.float32),
+        "ecg_id": np.int64(element["ecg_id"]),
+        "patient": np.int32(self._patients.key(element["subset_index"])),
+        "fold": np.int32(element["fold"]),
+        "position": np.int64(element["position"]),
+    }
+
+
+def eval_dataset(config: ml_collections.ConfigDict, prepared: storage.PreparedSource,
+                 folds: Sequence[int], batch_size: int, *, process_index: int = 0,
+                 process_count: int = 1) -> grain.IterDataset:
+  """Every record of `folds` once, in prepared order; the last batch may be smaller."""
+  subset = SubsetSource(prepared, select(prepared, folds))
+  ds = grain.MapDataset.source(subset)
+  ds = ds[process_index::process_count]
+  ds = ds.map(EvalView(ViewSpec.from_config(config), subset))
+  ds = ds.batch(batch_size, drop_remainder=False)
+  return _iterate(ds, config.data)

@@ -1,0 +1,44 @@
+"""MAE patch masking, drawn on the host so that every run is reproducible.
+
+A signal `[time, leads]` becomes `num_tokens` patch tokens: `time // patch_size` in the
+`joint` layout (one token holds all leads of a time patch) or `leads * time // patch_size`
+in the `per_lead` layout (token `lead * num_patches + patch`). A mask is the pair of
+sorted index arrays `(ids_keep [K], ids_masked [M])`, K + M = num_tokens; shapes depend
+only on the ratio, so every batch has the same static shapes under `jax.jit`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+TOKEN_LAYOUTS = ("joint", "per_lead")
+
+
+def num_tokens(seq_len: int, patch_size: int, num_leads: int, token_layout: str) -> int:
+  """Number of patch tokens of one signal in the given layout."""
+  if token_layout not in TOKEN_LAYOUTS:
+    raise ValueError(f"token_layout must be one of {TOKEN_LAYOUTS}, got {token_layout!r}")
+  if seq_len % patch_size:
+    raise ValueError(f"seq_len={seq_len} is not a multiple of patch_size={patch_size}")
+  num_patches = seq_len // patch_size
+  return num_patches * (num_leads if token_layout == "per_lead" else 1)
+
+
+def num_masked(num_tokens_: int, mask_ratio: float) -> int:
+  """M, the number of masked tokens: round(N * ratio), leaving at least one visible."""
+  if not 0.0 <= mask_ratio < 1.0:
+    raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
+  return min(int(round(num_tokens_ * mask_ratio)), num_tokens_ - 1)
+
+
+def random_masking(rng: np.random.Generator, num_tokens_: int,
+                   mask_ratio: float) -> tuple[np.ndarray, np.ndarray]:
+  """Draws one MAE mask.
+
+  Returns:
+    ids_keep: [N - M] int32, sorted indices of the visible tokens.
+    ids_masked: [M] int32, sorted indices of the masked tokens.
+  """
+  m = num_masked(num_tokens_, mask_ratio)
+  order = rng.permutation(num_tokens_).astype(np.int32)
+  return np.sort(order[m:]), np.sort(order[:m])
