@@ -45,3 +45,56 @@ def data_config() -> ml_collections.ConfigDict:
   c.prefetch_buffer = 4
   c.augment = augment_config()
   return c
+
+
+def loss_config(preset: str = "hl") -> ml_collections.ConfigDict:
+  """Loss weights: "gl" (reconstruction only), "cl" (contrastive only) or "hl" (both)."""
+  weights = {"gl": (1.0, 0.0, 0.0), "cl": (0.0, 1.0, 1.0), "hl": (1.0, 1.0, 1.0)}
+  if preset not in weights:
+    raise ValueError(f"loss preset {preset!r} is not one of {sorted(weights)}")
+  c = ml_collections.ConfigDict()
+  c.reconstruction, c.sample, c.patient = weights[preset]
+  c.temperature = 0.1
+  return c
+
+
+def optimizer_config() -> ml_collections.ConfigDict:
+  """AdamW with linear warmup and cosine decay, global-norm clipping."""
+  c = ml_collections.ConfigDict()
+  c.lr = 1e-4
+  c.warmup_steps = 1000
+  c.min_lr_ratio = 0.01
+  c.weight_decay = 0.05
+  c.b1 = 0.9
+  c.b2 = 0.95
+  c.clip_norm = 1.0
+  return c
+
+
+def model_config(variant: str) -> ml_collections.ConfigDict:
+  """The fields of a named model variant (crema_jax.models.VARIANTS), overridable."""
+  from crema_jax import models  # pylint: disable=g-import-not-at-top
+  fields = dict(models.VARIANTS[variant])
+  fields.pop("seq_len", None)  # Set by data.seq_len.
+  return ml_collections.ConfigDict(fields)
+
+
+def base_config(variant: str, loss_preset: str = "hl") -> ml_collections.ConfigDict:
+  """Everything a pretraining run reads, with the paper's defaults where it gives them."""
+  config = ml_collections.ConfigDict()
+  config.mode = "pretrain"
+  config.seed = 0
+  config.data = data_config()
+  config.model = model_config(variant)
+  config.mask_ratio = 0.75
+  config.loss = loss_config(loss_preset)
+  config.optimizer = optimizer_config()
+  config.compute_dtype = "float32"  # "bfloat16" on TPU/GPU; parameters stay float32.
+  config.batch_size = 256           # Global batch, split over every device.
+  config.total_steps = 100_000
+  config.log_every = 50
+  config.checkpoint_every = 1000
+  config.checkpoint_keep = 3
+  config.progress_bar = True
+  config.mesh = ml_collections.ConfigDict({"fsdp": 1})
+  return config

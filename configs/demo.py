@@ -11,21 +11,25 @@ from configs import common
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-  config.seed = 0
-  config.data = common.data_config()
+  config = common.base_config("tiny", "hl")
+  config.mode = "demo"
   config.data.raw_dir = common.DEMO_RAW_DIR
   config.data.data_dir = common.DEMO_DATA_DIR
   config.data.records_per_shard = 100
-  config.demo_patients = 300     # Writes the synthetic PTB-XL folder when raw_dir is absent.
-
-  config.model = ml_collections.ConfigDict(dict(
-      patch_size=50, num_leads=12, token_layout="joint"))
-  config.mask_ratio = 0.75
+  config.demo_patients = 300        # Written to data.raw_dir when that folder is absent.
   config.batch_size = 32
+  config.total_steps = 300
+  config.optimizer.lr = 1e-3
+  config.optimizer.warmup_steps = 30
+  config.log_every = 10
+  config.checkpoint_every = 100
 
   if arg == "test":
     config.demo_patients = 40
     config.data.records_per_shard = 20
     config.batch_size = 8
+    config.total_steps = 6
+    config.log_every = 2
+    config.checkpoint_every = 2
+    config.progress_bar = False
   return config

@@ -1,0 +1,84 @@
+"""Orbax checkpoints of a training run: train state + Grain iterator state + config.
+
+`{workdir}/checkpoints/{step}/` holds three items:
+- `state`: the train state pytree (sharded arrays are saved and restored sharded),
+- `data`: this process's Grain iterator state (one file per process),
+- `config`: the run's config as JSON.
+The manager keeps the latest `keep` checkpoints plus the one with the lowest loss.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import grain
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+def manager(workdir: str | pathlib.Path, *, every_steps: int = 1000, keep: int = 3,
+            read_only: bool = False) -> ocp.CheckpointManager:
+  """A CheckpointManager over `{workdir}/checkpoints` (created unless read_only)."""
+  directory = pathlib.Path(workdir).absolute() / CHECKPOINT_DIR
+  options = ocp.CheckpointManagerOptions(
+      save_interval_steps=every_steps,
+      preservation_policy=checkpoint_managers.AnyPreservationPolicy([
+          checkpoint_managers.LatestN(n=keep),
+          checkpoint_managers.BestN(get_metric_fn=lambda m: m["loss"], reverse=True,
+                                    n=1, keep_checkpoints_without_metrics=False),
+      ]),
+      create=not read_only,
+      read_only=read_only,
+      enable_async_checkpointing=False,
+  )
+  return ocp.CheckpointManager(directory, options=options)
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state: Any,
+         data_iterator: grain.DatasetIterator | None, config: ml_collections.ConfigDict,
+         *, loss: float | None = None, force: bool = False) -> bool:
+  """Saves when the interval says so (or `force`); returns whether it saved."""
+  items = {"state": ocp.args.StandardSave(state),
+           "config": ocp.args.JsonSave(config.to_dict())}
+  if data_iterator is not None:
+    items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+  saved = mngr.save(step, args=ocp.args.Composite(**items),
+                    metrics=None if loss is None else {"loss": float(loss)}, force=force)
+  mngr.wait_until_finished()
+  return saved
+
+
+def restore(mngr: ocp.CheckpointManager, abstract_state: Any,
+            data_iterator: grain.DatasetIterator | None = None,
+            step: int | None = None) -> tuple[int, Any] | None:
+  """Restores `step` (default: the latest) into the shapes and shardings of
+  `abstract_state`, and the Grain iterator in place; None when there is no checkpoint."""
+  step = mngr.latest_step() if step is None else step
+  if step is None:
+    return None
+  items = {"state": ocp.args.StandardRestore(abstract_state)}
+  if data_iterator is not None:
+    items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+  restored = mngr.restore(step, args=ocp.args.Composite(**items))
+  return step, restored["state"]
+
+
+def restore_config(mngr: ocp.CheckpointManager,
+                   step: int | None = None) -> ml_collections.ConfigDict:
+  """The config a checkpoint was written with."""
+  step = mngr.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"no checkpoint in {mngr.directory}")
+  restored = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+  return ml_collections.ConfigDict(restored["config"])
+
+
+def abstract(tree: Any, shardings: Any) -> Any:
+  """ShapeDtypeStructs of `tree` carrying `shardings`: the restore target."""
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                      tree, shardings)

@@ -1,0 +1,32 @@
+"""Entry point: `python -m crema_jax.main --config configs/X.py[:arg] --workdir DIR`.
+
+Overrides go after the config: `--config.model.emb_dim=512 --config.batch_size=128`.
+`config.mode` picks the job: "pretrain" or "demo" (pretrain, then probe).
+"""
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from crema_jax import train
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and logs.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)  # Orbax logs every file at INFO.
+  config = _CONFIG.value
+  if config.mode in ("pretrain", "demo"):
+    train.train_and_evaluate(config, _WORKDIR.value)
+  else:
+    raise app.UsageError(f"config.mode={config.mode!r}: expected 'pretrain' or 'demo'")
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(main)
