@@ -3,6 +3,8 @@ view augmentations. Experiment files (`demo.py`, `pretrain.py`, ...) start from 
 
 import ml_collections
 
+from crema_jax import models
+
 DEMO_RAW_DIR = "demo_output/ptbxl_synthetic"
 DEMO_DATA_DIR = "demo_output/prepared"
 
@@ -72,10 +74,11 @@ def optimizer_config() -> ml_collections.ConfigDict:
 
 
 def model_config(variant: str) -> ml_collections.ConfigDict:
-  """The fields of a named model variant (crema_jax.models.VARIANTS), overridable."""
-  from crema_jax import models  # pylint: disable=g-import-not-at-top
+  """The fields of a named model variant (crema_jax.models.VARIANTS), overridable.
+
+  The variant's seq_len is not among them: it is data.seq_len (see base_config)."""
   fields = dict(models.VARIANTS[variant])
-  fields.pop("seq_len", None)  # Set by data.seq_len.
+  del fields["seq_len"]
   return ml_collections.ConfigDict(fields)
 
 
@@ -86,6 +89,7 @@ def base_config(variant: str, loss_preset: str = "hl") -> ml_collections.ConfigD
   config.seed = 0
   config.data = data_config()
   config.model = model_config(variant)
+  config.data.seq_len = models.VARIANTS[variant]["seq_len"]
   config.mask_ratio = 0.75
   config.loss = loss_config(loss_preset)
   config.optimizer = optimizer_config()

@@ -123,16 +123,16 @@ def forward(model: models.CREMA, params, batch: dict, config: ml_collections.Con
 
   def run(module: models.CREMA):
     latent = module.forward_encoder(x, keep, train=train)
-    z = module.project(module.pool(latent))
-    pred = (module.forward_decoder(latent[:2 * b], keep[:2 * b], masked[:2 * b],
-                                   train=train)
-            if weights.reconstruction > 0 else None)
-    return z, pred
+    z = module.project(module.pool_latent(latent))
+    if weights.reconstruction == 0:
+      return z, None, None
+    pred = module.forward_decoder(latent[:2 * b], keep[:2 * b], masked[:2 * b],
+                                  train=train)
+    return z, pred, module.targets(x[:2 * b], masked[:2 * b])
 
-  z, pred = model.apply({"params": params}, method=run, rngs=rngs)
+  z, pred, target = model.apply({"params": params}, method=run, rngs=rngs)
   parts = {}
   if weights.reconstruction > 0:
-    target = models.masked_targets(x[:2 * b], masked[:2 * b], model)
     parts["reconstruction"] = losses.masked_reconstruction_loss(pred, target)
   if weights.sample > 0:
     parts["sample"] = losses.sample_contrastive_loss(z[:b], z[b:2 * b],
@@ -146,7 +146,7 @@ def forward(model: models.CREMA, params, batch: dict, config: ml_collections.Con
       zp, ids, valid = z[:b], batch["patient"], jnp.ones((b,), bool)
     parts["patient"] = losses.patient_contrastive_loss(zp, ids, valid,
                                                        weights.temperature)
-  loss = sum(weights[name] * value for name, value in parts.items())
+  loss = losses.hybrid_loss(parts, weights)
   return loss, {"loss": loss, **{f"loss_{k}": v for k, v in parts.items()}}
 
 
@@ -211,7 +211,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   optimizer = optim.make_optimizer(**config.optimizer, total_steps=config.total_steps)
 
   def init_state(rng):
-    params = models.init_params(model, rng, config.data.seq_len, config.mask_ratio)
+    params = models.init_params(model, rng, config.mask_ratio)
     return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
 
   # Sharding.

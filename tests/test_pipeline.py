@@ -91,17 +91,18 @@ def test_iterator_state_resumes_exactly(demo_config, prepared):
 def test_processes_read_disjoint_records(demo_config, prepared):
   config = demo_config
   n = len(pipeline.select(prepared, config.data.pretrain_folds))
-  per_process = n // 2
-  batches = -(-per_process // (config.batch_size // 2))
   seen = []
   for index in range(2):
+    epoch = len(range(index, n, 2))  # This process's records.
     it = iter(pipeline.pretrain_dataset(config, prepared, process_index=index,
                                         process_count=2))
+    batches = -(-epoch // (config.batch_size // 2))
     positions = np.concatenate([b["position"] for b in _take(it, batches)])
-    assert all(len(b) for b in positions.shape)
-    seen.append(set(positions[:per_process].tolist()))
+    assert positions.shape == (batches * config.batch_size // 2,)
+    seen.append(set(positions[:epoch].tolist()))
+    assert len(seen[-1]) == epoch  # One epoch visits each of its records once.
   assert not seen[0] & seen[1]
-  assert len(seen[0]) == len(seen[1]) == per_process
+  assert len(seen[0] | seen[1]) == n
 
 
 def test_global_batch_must_divide_over_processes(demo_config, prepared):

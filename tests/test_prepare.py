@@ -35,7 +35,7 @@ def test_round_trip_is_bit_exact_float16(raw_dir, tmp_path):
   keys = source.keys()
   assert manifest["num_records"] == len(keys) and manifest["num_skipped"] == 0
   assert manifest["num_shards"] == -(-len(keys) // 7)
-  data_source = tfds.data_source("ptbxl", data_dir=str(tmp_path), split="all")
+  data_source = tfds.data_source("ptbxl", data_dir=str(tmp_path), split="full")
   assert len(data_source) == len(keys)
   prepared = storage.PreparedSource(tmp_path, "ptbxl")
   for i, key in enumerate(keys):
@@ -99,7 +99,7 @@ def test_rerun_writes_only_missing_shards(raw_dir, tmp_path):
                           show_progress=False)
   out = storage.dataset_dir(tmp_path, "ptbxl")
   before = [ex["ecg"] for ex in tfds.data_source("ptbxl", data_dir=str(tmp_path),
-                                                 split="all")]
+                                                 split="full")]
   # Interrupted run: shard 1 never finished.
   (out / "_progress" / "shard-00001.json").unlink()
   (out / storage.shard_filename("ptbxl", 1, first["num_shards"])).unlink()
@@ -110,7 +110,7 @@ def test_rerun_writes_only_missing_shards(raw_dir, tmp_path):
                           show_progress=False)
   assert third["records_read_this_run"] == 0
   after = [ex["ecg"] for ex in tfds.data_source("ptbxl", data_dir=str(tmp_path),
-                                                split="all")]
+                                                split="full")]
   assert len(after) == len(before)
   for a, b in zip(before, after):
     np.testing.assert_array_equal(_bits(a), _bits(b))

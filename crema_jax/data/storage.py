@@ -1,10 +1,10 @@
 """The prepared-data format: TFDS ArrayRecord shards plus an index and a manifest.
 
 A prepared source lives in `{data_dir}/{name}/{VERSION}/`, a TFDS dataset directory:
-- `{name}-all.array_record-0000i-of-0000n`: the examples of `Record.to_example()`,
+- `{name}-full.array_record-0000i-of-0000n`: the examples of `Record.to_example()`,
   serialised with the TFDS `FEATURES` spec, in the source's key order.
 - `dataset_info.json`, `features.json`: TFDS metadata, so `tfds.data_source(name,
-  data_dir=data_dir, split="all")` and `tfds.builder_from_directory` read it (no
+  data_dir=data_dir, split="full")` and `tfds.builder_from_directory` read it (no
   TensorFlow needed).
 - `index.npz`: per-example metadata aligned with the data source order (ecg_id,
   patient_id, fold, labels, age, sex, num_samples), so folds, patients and labels can be
@@ -23,7 +23,7 @@ import tensorflow_datasets as tfds
 from crema_jax.data import records
 
 VERSION = "1.0.0"
-SPLIT = "all"
+SPLIT = "full"  # TFDS reserves "all" for the union of splits.
 FILENAME_TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
 INDEX_FIELDS = ("ecg_id", "patient_id", "fold", "labels", "age", "sex", "num_samples")
 

@@ -1,0 +1,94 @@
+"""Pure numpy/scipy signal functions: lead names, resampling, filtering, normalisation.
+
+Every function takes and returns `x: [time, leads]` arrays and has no side effects.
+"""
+
+from __future__ import annotations
+
+import fractions
+import math
+from typing import Sequence
+
+import numpy as np
+from scipy import signal as scipy_signal
+
+from crema_jax.data import records
+
+MAX_RESAMPLE_FACTOR = 1000  # Largest up/down factor of resample_poly we accept.
+
+# Spellings of the standard leads found in WFDB headers, keyed by a lower-case form.
+_LEAD_ALIASES = {
+    **{lead.lower(): lead for lead in records.LEADS},
+    "di": "I", "dii": "II", "diii": "III", "lead i": "I", "lead ii": "II",
+    "lead iii": "III", "avr": "aVR", "avl": "aVL", "avf": "aVF",
+}
+
+
+def canonical_lead_name(name: str) -> str | None:
+  """The standard name of a lead (`AVR` -> `aVR`, `v1` -> `V1`), None if unknown."""
+  return _LEAD_ALIASES.get(name.strip().lower())
+
+
+def standard_lead_order(sig_names: Sequence[str]) -> np.ndarray:
+  """[12] int indices into `sig_names` giving the leads in `records.LEADS` order.
+
+  Raises:
+    ValueError: naming the standard leads that are missing (or given twice).
+  """
+  positions: dict[str, int] = {}
+  for i, name in enumerate(sig_names):
+    lead = canonical_lead_name(name)
+    if lead is not None:
+      if lead in positions:
+        raise ValueError(f"lead {lead} appears twice in {list(sig_names)}")
+      positions[lead] = i
+  missing = [lead for lead in records.LEADS if lead not in positions]
+  if missing:
+    raise ValueError(f"missing lead(s) {', '.join(missing)} (record has "
+                     f"{', '.join(sig_names) or 'no leads'})")
+  return np.array([positions[lead] for lead in records.LEADS])
+
+
+def resample_factors(from_rate: float, to_rate: float) -> tuple[int, int]:
+  """(up, down) with to_rate / from_rate == up / down, or ValueError."""
+  for name, rate in (("source", from_rate), ("target", to_rate)):
+    if not (isinstance(rate, (int, float, np.number)) and math.isfinite(rate)
+            and rate > 0):
+      raise ValueError(f"cannot resample: {name} rate {rate!r} Hz is not a positive "
+                       "number")
+  ratio = fractions.Fraction(to_rate).limit_denominator(MAX_RESAMPLE_FACTOR) / \
+      fractions.Fraction(from_rate).limit_denominator(MAX_RESAMPLE_FACTOR)
+  if ratio.numerator > MAX_RESAMPLE_FACTOR or ratio.denominator > MAX_RESAMPLE_FACTOR:
+    raise ValueError(f"cannot resample {from_rate:g} Hz to {to_rate:g} Hz: the ratio "
+                     f"{ratio} needs factors above {MAX_RESAMPLE_FACTOR}")
+  return ratio.numerator, ratio.denominator
+
+
+def resample(x: np.ndarray, from_rate: float, to_rate: float) -> np.ndarray:
+  """x: [time, leads] at from_rate -> [time * to_rate / from_rate, leads] at to_rate.
+
+  Polyphase filtering (scipy.signal.resample_poly), which anti-aliases when decimating.
+  """
+  up, down = resample_factors(from_rate, to_rate)
+  if up == down:
+    return np.asarray(x, np.float32)
+  return scipy_signal.resample_poly(x, up, down, axis=0).astype(np.float32)
+
+
+def bandpass(x: np.ndarray, rate: float, low_hz: float = 0.5,
+             high_hz: float = 40.0, order: int = 4) -> np.ndarray:
+  """Zero-phase Butterworth band-pass of x: [time, leads] (removes wander and mains)."""
+  sos = scipy_signal.butter(order, [low_hz, high_hz], btype="bandpass", fs=rate,
+                            output="sos")
+  return scipy_signal.sosfiltfilt(sos, x, axis=0).astype(np.float32)
+
+
+def standardize_leads(x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+  """Per-lead zero mean and unit standard deviation of x: [time, leads].
+
+  A flat lead (std below eps, e.g. a dropped lead) becomes all zeros.
+  """
+  x = np.asarray(x, np.float32)
+  mean = x.mean(axis=0, keepdims=True)
+  std = x.std(axis=0, keepdims=True)
+  return np.where(std > eps, (x - mean) / np.maximum(std, eps), np.float32(0))

@@ -1,0 +1,120 @@
+"""Any folder of WFDB records: MIMIC-IV-ECG, the PhysioNet/CinC 2020-2021 sets, PTB, ...
+
+Walks the `.hea` files under the root (signals in `.dat` or `.mat`), maps lead names onto
+the standard 12 leads, and resamples to the target rate. Age and sex come from
+PhysioNet-style header comments (`# Age: 54`, `# Sex: Male`); patient ids from a CSV
+when given, else a `# Patient: ...` comment, else each record is its own patient.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import pathlib
+import re
+
+import pandas as pd
+
+from crema_jax.data import records
+from crema_jax.data import wfdb_io
+
+_COMMENT = re.compile(r"^\s*([A-Za-z_ ]+?)\s*:\s*(.*?)\s*$")
+
+
+def stable_id(text: str) -> int:
+  """A 63-bit id of `text` that is the same in every process and run."""
+  return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(),
+                        "big") >> 1
+
+
+def header_fields(comments: list[str]) -> dict[str, str]:
+  """`['Age: 54', 'Sex: Male']` -> {'age': '54', 'sex': 'Male'} (keys lower-case)."""
+  fields = {}
+  for comment in comments:
+    match = _COMMENT.match(comment)
+    if match:
+      fields[match.group(1).strip().lower()] = match.group(2)
+  return fields
+
+
+def _age(text: str | None) -> float:
+  try:
+    age = float(text)
+  except (TypeError, ValueError):
+    return math.nan
+  return age if 0 <= age < 150 else math.nan
+
+
+def _sex(text: str | None) -> int:
+  text = (text or "").strip().lower()
+  if text in ("male", "m"):
+    return records.SEX_MALE
+  if text in ("female", "f"):
+    return records.SEX_FEMALE
+  return records.SEX_UNKNOWN
+
+
+class WFDBFolder:
+  """A folder of WFDB records as a `records.Source`.
+
+  Args:
+    root: the folder; `.hea` files are found recursively.
+    sampling_rate: the target rate; records at other rates are resampled.
+    name: the dataset name written into records (e.g. "mimic_iv_ecg").
+    patient_csv: optional CSV mapping records to patients.
+    record_column, patient_column: its columns; a record is matched by its path
+      relative to root without extension, or by its file stem.
+    min_seconds: shorter records are refused.
+  """
+
+  def __init__(self, root: str | pathlib.Path, sampling_rate: int = 500,
+               name: str = "wfdb", patient_csv: str | pathlib.Path | None = None,
+               record_column: str = "record", patient_column: str = "patient_id",
+               min_seconds: float = 5.0):
+    self.root = pathlib.Path(root)
+    if not self.root.is_dir():
+      raise records.SourceError(f"{self.root}: folder not found")
+    self.name = name
+    self.sampling_rate = sampling_rate
+    self.min_seconds = min_seconds
+    self._keys = sorted(p.relative_to(self.root).with_suffix("").as_posix()
+                        for p in self.root.rglob("*.hea"))
+    if not self._keys:
+      raise records.SourceError(f"{self.root}: no WFDB records (.hea files)")
+    self._patients = (self._read_patient_csv(patient_csv, record_column, patient_column)
+                      if patient_csv else {})
+
+  @staticmethod
+  def _read_patient_csv(path, record_column, patient_column) -> dict[str, int]:
+    path = pathlib.Path(path)
+    if not path.is_file():
+      raise records.SourceError(f"{path}: patient CSV not found")
+    table = pd.read_csv(path, dtype={record_column: str})
+    missing = [c for c in (record_column, patient_column) if c not in table.columns]
+    if missing:
+      raise records.SourceError(f"{path}: column(s) {', '.join(map(repr, missing))} "
+                                "missing")
+    return {str(r): int(p) for r, p in zip(table[record_column], table[patient_column])}
+
+  def keys(self) -> list[str]:
+    return list(self._keys)
+
+  def _patient_id(self, key: str, fields: dict[str, str]) -> int:
+    for candidate in (key, pathlib.PurePosixPath(key).name):
+      if candidate in self._patients:
+        return self._patients[candidate]
+    for field in ("patient", "patient_id", "subject_id"):
+      if fields.get(field):
+        value = fields[field]
+        return int(value) if value.isdigit() else stable_id(f"{self.name}:{value}")
+    return stable_id(f"{self.name}:{key}")
+
+  def read(self, key: str) -> records.Record:
+    path = self.root / key
+    wave = wfdb_io.read_record(path, self.sampling_rate)
+    ecg = records.check_signal(wave.ecg, str(path), self.sampling_rate, self.min_seconds)
+    fields = header_fields(wave.comments)
+    return records.Record(
+        ecg=ecg, sampling_rate=self.sampling_rate, ecg_id=stable_id(key),
+        patient_id=self._patient_id(key, fields), source=self.name, record_name=key,
+        age=_age(fields.get("age")), sex=_sex(fields.get("sex")))
