@@ -1,12 +1,13 @@
 """Pure numpy/scipy signal functions: lead names, resampling, filtering, normalisation.
 
-Every function takes and returns `x: [time, leads]` arrays and has no side effects.
+The array functions take and return `x: [time, leads]` and have no side effects.
 """
 
 from __future__ import annotations
 
 import fractions
 import math
+import numbers
 from typing import Sequence
 
 import numpy as np
@@ -15,6 +16,7 @@ from scipy import signal as scipy_signal
 from crema_jax.data import records
 
 MAX_RESAMPLE_FACTOR = 1000  # Largest up/down factor of resample_poly we accept.
+RATE_TOLERANCE = 1e-6  # Relative rate error accepted when rounding the ratio.
 
 # Spellings of the standard leads found in WFDB headers, keyed by a lower-case form.
 _LEAD_ALIASES = {
@@ -26,7 +28,7 @@ _LEAD_ALIASES = {
 
 def canonical_lead_name(name: str) -> str | None:
   """The standard name of a lead (`AVR` -> `aVR`, `v1` -> `V1`), None if unknown."""
-  return _LEAD_ALIASES.get(name.strip().lower())
+  return _LEAD_ALIASES.get(str(name).strip().lower())
 
 
 def standard_lead_order(sig_names: Sequence[str]) -> np.ndarray:
@@ -49,35 +51,61 @@ def standard_lead_order(sig_names: Sequence[str]) -> np.ndarray:
   return np.array([positions[lead] for lead in records.LEADS])
 
 
+def _check_rate(name: str, rate) -> float:
+  if (isinstance(rate, bool) or not isinstance(rate, numbers.Real)
+      or not math.isfinite(rate) or rate <= 0):
+    raise ValueError(f"cannot resample: {name} rate {rate!r} Hz is not a positive "
+                     "finite number")
+  return float(rate)
+
+
 def resample_factors(from_rate: float, to_rate: float) -> tuple[int, int]:
-  """(up, down) with to_rate / from_rate == up / down, or ValueError."""
-  for name, rate in (("source", from_rate), ("target", to_rate)):
-    if not (isinstance(rate, (int, float, np.number)) and math.isfinite(rate)
-            and rate > 0):
-      raise ValueError(f"cannot resample: {name} rate {rate!r} Hz is not a positive "
-                       "number")
-  ratio = fractions.Fraction(to_rate).limit_denominator(MAX_RESAMPLE_FACTOR) / \
-      fractions.Fraction(from_rate).limit_denominator(MAX_RESAMPLE_FACTOR)
-  if ratio.numerator > MAX_RESAMPLE_FACTOR or ratio.denominator > MAX_RESAMPLE_FACTOR:
+  """(up, down), both at most MAX_RESAMPLE_FACTOR, with up / down == to_rate / from_rate.
+
+  The ratio may differ from the exact one by RATE_TOLERANCE (relative), so that header
+  rates written with rounding (e.g. 499.99999) still resample.
+
+  Raises:
+    ValueError: for a rate that is not positive and finite, or a ratio that needs
+      larger factors (e.g. 499.9 Hz -> 500 Hz is 5000 / 4999).
+  """
+  exact = (fractions.Fraction(_check_rate("target", to_rate)) /
+           fractions.Fraction(_check_rate("source", from_rate)))
+  ratio = exact.limit_denominator(MAX_RESAMPLE_FACTOR)
+  if (ratio.numerator == 0 or ratio.numerator > MAX_RESAMPLE_FACTOR
+      or abs(ratio - exact) > RATE_TOLERANCE * exact):
     raise ValueError(f"cannot resample {from_rate:g} Hz to {to_rate:g} Hz: the ratio "
-                     f"{ratio} needs factors above {MAX_RESAMPLE_FACTOR}")
+                     f"{float(exact):.8g} is not up/down with both factors at most "
+                     f"{MAX_RESAMPLE_FACTOR}")
   return ratio.numerator, ratio.denominator
 
 
 def resample(x: np.ndarray, from_rate: float, to_rate: float) -> np.ndarray:
-  """x: [time, leads] at from_rate -> [time * to_rate / from_rate, leads] at to_rate.
+  """x: [time, leads] at from_rate -> [ceil(time * up / down), leads] float32 at to_rate.
 
   Polyphase filtering (scipy.signal.resample_poly), which anti-aliases when decimating.
+  The edges are padded along a fitted line rather than with zeros, so a DC offset does
+  not turn into an edge transient (and a flat lead stays flat).
   """
   up, down = resample_factors(from_rate, to_rate)
   if up == down:
     return np.asarray(x, np.float32)
-  return scipy_signal.resample_poly(x, up, down, axis=0).astype(np.float32)
+  return scipy_signal.resample_poly(x, up, down, axis=0,
+                                    padtype="line").astype(np.float32)
 
 
 def bandpass(x: np.ndarray, rate: float, low_hz: float = 0.5,
              high_hz: float = 40.0, order: int = 4) -> np.ndarray:
-  """Zero-phase Butterworth band-pass of x: [time, leads] (removes wander and mains)."""
+  """Zero-phase Butterworth band-pass of x: [time, leads] -> [time, leads] float32.
+
+  Removes baseline wander (below low_hz) and mains / muscle noise (above high_hz).
+
+  Raises:
+    ValueError: unless 0 < low_hz < high_hz < rate / 2.
+  """
+  if not 0 < low_hz < high_hz < rate / 2:
+    raise ValueError(f"band-pass needs 0 < low_hz < high_hz < rate / 2, got "
+                     f"{low_hz:g}, {high_hz:g} Hz at {rate:g} Hz")
   sos = scipy_signal.butter(order, [low_hz, high_hz], btype="bandpass", fs=rate,
                             output="sos")
   return scipy_signal.sosfiltfilt(sos, x, axis=0).astype(np.float32)

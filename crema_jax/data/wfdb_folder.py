@@ -16,6 +16,7 @@ import re
 import pandas as pd
 
 from crema_jax.data import records
+from crema_jax.data import signal
 from crema_jax.data import wfdb_io
 
 _COMMENT = re.compile(r"^\s*([A-Za-z_ ]+?)\s*:\s*(.*?)\s*$")
@@ -25,6 +26,15 @@ def stable_id(text: str) -> int:
   """A 63-bit id of `text` that is the same in every process and run."""
   return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(),
                         "big") >> 1
+
+
+def _strip_extension(record: str) -> str:
+  """`"files/p10/s1/1.hea"` or `"files/p10/s1/1"` -> `"files/p10/s1/1"` (POSIX)."""
+  record = record.strip().replace("\\", "/")
+  for extension in (".hea", ".dat", ".mat"):
+    if record.endswith(extension):
+      return record[:-len(extension)]
+  return record
 
 
 def header_fields(comments: list[str]) -> dict[str, str]:
@@ -61,9 +71,11 @@ class WFDBFolder:
     root: the folder; `.hea` files are found recursively.
     sampling_rate: the target rate; records at other rates are resampled.
     name: the dataset name written into records (e.g. "mimic_iv_ecg").
-    patient_csv: optional CSV mapping records to patients.
+    patient_csv: optional CSV mapping records to patients (e.g. MIMIC-IV-ECG's
+      record_list.csv with record_column="path", patient_column="subject_id").
     record_column, patient_column: its columns; a record is matched by its path
-      relative to root without extension, or by its file stem.
+      relative to root (with or without extension), else by its file stem when that
+      stem names one patient only. Non-numeric patient ids are hashed.
     min_seconds: shorter records are refused.
   """
 
@@ -74,6 +86,7 @@ class WFDBFolder:
     self.root = pathlib.Path(root)
     if not self.root.is_dir():
       raise records.SourceError(f"{self.root}: folder not found")
+    signal.resample_factors(sampling_rate, sampling_rate)  # ValueError for a bad rate.
     self.name = name
     self.sampling_rate = sampling_rate
     self.min_seconds = min_seconds
@@ -83,30 +96,60 @@ class WFDBFolder:
       raise records.SourceError(f"{self.root}: no WFDB records (.hea files)")
     self._patients = (self._read_patient_csv(patient_csv, record_column, patient_column)
                       if patient_csv else {})
+    self._patients_by_stem = self._by_stem(self._patients)
 
-  @staticmethod
-  def _read_patient_csv(path, record_column, patient_column) -> dict[str, int]:
+  def _read_patient_csv(self, path, record_column, patient_column) -> dict[str, int]:
+    """{record key or stem: patient id} from the CSV; rows without a patient are left
+    out (those records fall back to the header or their own id)."""
     path = pathlib.Path(path)
     if not path.is_file():
       raise records.SourceError(f"{path}: patient CSV not found")
-    table = pd.read_csv(path, dtype={record_column: str})
+    try:
+      table = pd.read_csv(path, dtype={record_column: str, patient_column: str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+      raise records.SourceError(f"{path} does not parse as CSV: {e}") from e
     missing = [c for c in (record_column, patient_column) if c not in table.columns]
     if missing:
       raise records.SourceError(f"{path}: column(s) {', '.join(map(repr, missing))} "
                                 "missing")
-    return {str(r): int(p) for r, p in zip(table[record_column], table[patient_column])}
+    table = table.dropna(subset=[record_column, patient_column])
+    return {_strip_extension(r): self._patient_number(p)
+            for r, p in zip(table[record_column], table[patient_column])}
+
+  @staticmethod
+  def _by_stem(patients: dict[str, int]) -> dict[str, int]:
+    """{file stem: patient id} for the stems that name one patient only."""
+    by_stem, ambiguous = {}, set()
+    for record, patient in patients.items():
+      stem = pathlib.PurePosixPath(record).name
+      if by_stem.get(stem, patient) != patient:
+        ambiguous.add(stem)
+      by_stem[stem] = patient
+    return {k: v for k, v in by_stem.items() if k not in ambiguous}
+
+  def _patient_number(self, value: str) -> int:
+    """`"10000032"` or `"10000032.0"` -> 10000032; other ids (`"p17"`) are hashed."""
+    value = value.strip()
+    try:
+      number = float(value)
+    except ValueError:
+      number = math.nan
+    if number.is_integer() and 0 <= number < 2**63:
+      return int(number)
+    return stable_id(f"{self.name}:patient:{value}")
 
   def keys(self) -> list[str]:
     return list(self._keys)
 
   def _patient_id(self, key: str, fields: dict[str, str]) -> int:
-    for candidate in (key, pathlib.PurePosixPath(key).name):
-      if candidate in self._patients:
-        return self._patients[candidate]
+    if key in self._patients:
+      return self._patients[key]
+    stem = pathlib.PurePosixPath(key).name
+    if stem in self._patients_by_stem:
+      return self._patients_by_stem[stem]
     for field in ("patient", "patient_id", "subject_id"):
       if fields.get(field):
-        value = fields[field]
-        return int(value) if value.isdigit() else stable_id(f"{self.name}:{value}")
+        return self._patient_number(fields[field])
     return stable_id(f"{self.name}:{key}")
 
   def read(self, key: str) -> records.Record:

@@ -1,11 +1,13 @@
 """CREMA: a masked autoencoder over ECG patch tokens whose encoder is also trained
 contrastively (arXiv 2407.07110).
 
-  patchify -> PatchEmbed (visible patches) + positions -> encoder -> pooled -> projection
-                                                        \\-> decoder (+ mask tokens) -> patches
+  x -> patchify -> visible patches -> PatchEmbed + sin-cos positions (+ lead embedding)
+    -> encoder -> latent -> pool -> projection head -> z      (contrastive losses)
+                        \\-> decoder (+ mask tokens) -> masked patches  (reconstruction)
 
-The masks come from the input pipeline as sorted index arrays (see crema_jax.masking):
-`ids_keep [batch, K]` and `ids_masked [batch, M]` over the N tokens of each signal.
+Masks come from the input pipeline as sorted index arrays (crema_jax.masking):
+`ids_keep [batch, K]` and `ids_masked [batch, M]`, together the N tokens of a signal.
+Every shape depends only on K and M, so one compiled step serves every mask.
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ def gather_tokens(tokens: jnp.ndarray, ids: jnp.ndarray) -> jnp.ndarray:
 
 def masked_targets(x: jnp.ndarray, ids_masked: jnp.ndarray, patch_size: int,
                    layout: str, norm_targets: bool) -> jnp.ndarray:
-  """The reconstruction targets: x: [batch, time, leads] -> [batch, M, patch_dim].
+  """Reconstruction targets: x [batch, time, leads] -> [batch, M, patch_dim] float32.
 
-  With `norm_targets` each patch is standardised (MAE's norm_pix_loss).
+  With `norm_targets` every patch is standardised on its own (MAE's norm_pix_loss).
   """
-  target = gather_tokens(pe.patchify(x, patch_size, layout), ids_masked)
+  target = gather_tokens(pe.patchify(x.astype(jnp.float32), patch_size, layout),
+                         ids_masked)
   if norm_targets:
     mean = target.mean(axis=-1, keepdims=True)
     var = target.var(axis=-1, keepdims=True)
@@ -40,36 +43,65 @@ def masked_targets(x: jnp.ndarray, ids_masked: jnp.ndarray, patch_size: int,
   return target
 
 
+def check_shapes(seq_len: int, patch_size: int, emb_dim: int, num_heads: int,
+                 decoder_dim: int, decoder_heads: int, token_layout: str, pool: str,
+                 use_cls: bool) -> None:
+  """Raises a ValueError naming every field of a model that cannot be built."""
+  problems = []
+  if patch_size < 1 or seq_len % patch_size:
+    problems.append(f"seq_len={seq_len} is not a multiple of patch_size={patch_size}")
+  for dim_name, dim, heads_name, heads in (
+      ("emb_dim", emb_dim, "num_heads", num_heads),
+      ("decoder_dim", decoder_dim, "decoder_heads", decoder_heads)):
+    if dim % 2:
+      problems.append(f"{dim_name}={dim} must be even (sin-cos positions)")
+    if heads < 1 or dim % heads:
+      problems.append(f"{dim_name}={dim} is not divisible by {heads_name}={heads}")
+  if token_layout not in masking.TOKEN_LAYOUTS:
+    problems.append(f"token_layout={token_layout!r} is not one of "
+                    f"{masking.TOKEN_LAYOUTS}")
+  if pool not in ("mean", "cls"):
+    problems.append(f"pool={pool!r} is not 'mean' or 'cls'")
+  elif pool == "cls" and not use_cls:
+    problems.append("pool='cls' needs use_cls=True")
+  if problems:
+    raise ValueError("Invalid CREMA model: " + "; ".join(problems))
+
+
 class ProjectionHead(nn.Module):
-  """The 2-layer MLP mapping pooled features to the contrastive embedding space."""
+  """Dense -> GELU -> Dense: pooled features to the contrastive embedding space."""
   hidden_dim: int
   out_dim: int
   dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    x = nn.gelu(nn.Dense(self.hidden_dim, dtype=self.dtype, name="fc1")(x))
-    return nn.Dense(self.out_dim, dtype=self.dtype, name="fc2")(x)
+    """x: [batch, emb] -> [batch, out_dim]."""
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    x = nn.gelu(nn.Dense(self.hidden_dim, name="fc1", **kw)(x))
+    return nn.Dense(self.out_dim, name="fc2", **kw)(x)
 
 
 class CREMA(nn.Module):
-  """The CREMA model. Defaults are the paper's best setting (emb 1024, depth 2, patch 125).
+  """The CREMA model; defaults are the paper's best setting (`VARIANTS['paper']`).
 
   Attributes:
-    seq_len: time samples per signal (must be a multiple of patch_size).
+    seq_len: time samples per signal, a multiple of patch_size.
     num_leads: leads per signal.
-    patch_size: time samples per patch (kernel = stride of the patch convolution).
+    patch_size: samples per patch (kernel = stride of the patch convolution).
     token_layout: "joint" or "per_lead" (see crema_jax.masking).
     emb_dim, depth, num_heads: the encoder.
-    decoder_dim, decoder_depth, decoder_heads: the (lighter) decoder.
-    mlp_ratio: MLP hidden size / width, encoder and decoder.
+    decoder_dim, decoder_depth, decoder_heads: the lighter MAE decoder.
+    mlp_ratio: MLP hidden width / model width, encoder and decoder.
     proj_hidden_dim, proj_dim: the projection head.
-    use_cls: prepend a learned CLS token to the encoder input.
-    pool: "mean" (over encoded visible tokens) or "cls".
-    norm_targets: reconstruct per-patch standardised values.
-    dropout, drop_path: regularisation in the encoder and decoder blocks.
+    use_cls: prepend a learned CLS token to the encoder (and decoder) input.
+    pool: "mean" over the encoded patch tokens, or "cls" (needs use_cls).
+    norm_targets: reconstruct per-patch standardised values (MAE norm_pix_loss).
+    dropout, drop_path: regularisation in every block.
     remat: recompute each block's activations in the backward pass (saves memory).
-    dtype: compute dtype (parameters stay float32).
+    dtype: compute dtype, e.g. jnp.bfloat16; outputs are float32 regardless.
+    param_dtype: parameter dtype.
   """
   seq_len: int = 5000
   num_leads: int = 12
@@ -91,6 +123,7 @@ class CREMA(nn.Module):
   drop_path: float = 0.0
   remat: bool = False
   dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
 
   def __post_init__(self):
     check_shapes(self.seq_len, self.patch_size, self.emb_dim, self.num_heads,
@@ -100,140 +133,165 @@ class CREMA(nn.Module):
 
   @property
   def num_patches(self) -> int:
+    """Time patches per signal."""
     return self.seq_len // self.patch_size
 
   @property
   def num_tokens(self) -> int:
+    """N, tokens per signal."""
     per_lead = self.token_layout == "per_lead"
     return self.num_patches * (self.num_leads if per_lead else 1)
 
   @property
   def patch_dim(self) -> int:
+    """Values per token."""
     per_lead = self.token_layout == "per_lead"
     return self.patch_size * (1 if per_lead else self.num_leads)
 
   def setup(self):
-    self.patch_embed = pe.PatchEmbed(self.emb_dim, self.dtype)
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    init = nn.initializers.normal(0.02)
+    # Encoder.
+    self.patch_embed = pe.PatchEmbed(self.emb_dim, self.patch_size, **kw)
     if self.token_layout == "per_lead":
-      init = nn.initializers.normal(0.02)
-      self.lead_embed = self.param("lead_embed", init, (self.num_leads, self.emb_dim))
-      self.decoder_lead_embed = self.param("decoder_lead_embed", init,
-                                           (self.num_leads, self.decoder_dim))
+      self.lead_embed = self.param("lead_embed", init, (self.num_leads, self.emb_dim),
+                                   self.param_dtype)
     if self.use_cls:
-      self.cls_token = self.param("cls_token", nn.initializers.normal(0.02),
-                                  (1, 1, self.emb_dim))
+      self.cls_token = self.param("cls_token", init, (1, 1, self.emb_dim),
+                                  self.param_dtype)
     self.encoder = transformer.Transformer(
         self.depth, self.num_heads, self.mlp_ratio, self.dropout, self.drop_path,
-        self.remat, self.dtype)
-    self.decoder_embed = nn.Dense(self.decoder_dim, dtype=self.dtype)
-    self.mask_token = self.param("mask_token", nn.initializers.normal(0.02),
-                                 (1, 1, self.decoder_dim))
+        self.remat, **kw)
+    # Decoder.
+    self.decoder_embed = nn.Dense(self.decoder_dim, **kw)
+    self.mask_token = self.param("mask_token", init, (1, 1, self.decoder_dim),
+                                 self.param_dtype)
+    if self.token_layout == "per_lead":
+      self.decoder_lead_embed = self.param(
+          "decoder_lead_embed", init, (self.num_leads, self.decoder_dim),
+          self.param_dtype)
     self.decoder = transformer.Transformer(
         self.decoder_depth, self.decoder_heads, self.mlp_ratio, self.dropout,
-        self.drop_path, self.remat, self.dtype)
-    self.decoder_pred = nn.Dense(self.patch_dim, dtype=self.dtype)
-    self.projector = ProjectionHead(self.proj_hidden_dim, self.proj_dim, self.dtype)
+        self.drop_path, self.remat, **kw)
+    self.decoder_pred = nn.Dense(self.patch_dim, **kw)
+    # Contrastive projection.
+    self.projector = ProjectionHead(self.proj_hidden_dim, self.proj_dim, **kw)
 
-  def _positions(self, dim: int, lead_embed: jnp.ndarray | None) -> jnp.ndarray:
-    """[num_tokens, dim]: sin-cos of the time patch (+ the lead embedding per lead)."""
+  def positions(self, dim: int, lead_embed: jnp.ndarray | None) -> jnp.ndarray:
+    """[num_tokens, dim]: sin-cos of each token's time patch (+ its lead embedding)."""
     table = pe.sincos_1d(self.num_patches, dim)
-    pos = jnp.asarray(table[pe.token_positions(self.num_patches, self.num_leads,
-                                               self.token_layout)])
+    pos = jnp.asarray(table[pe.token_patch_index(self.num_patches, self.num_leads,
+                                                 self.token_layout)])
     if lead_embed is not None:
-      pos = pos + lead_embed[pe.token_leads(self.num_patches, self.num_leads)]
+      pos = pos + lead_embed[pe.token_lead_index(self.num_patches, self.num_leads)]
     return pos
 
   def forward_encoder(self, x: jnp.ndarray, ids_keep: jnp.ndarray,
                       train: bool = False) -> jnp.ndarray:
-    """x: [batch, time, leads], ids_keep: [batch, K] -> latent [batch, (1 +) K, emb]."""
+    """Encodes the visible patches.
+
+    Args:
+      x: [batch, time, leads] signals.
+      ids_keep: [batch, K] int indices of the visible tokens.
+      train: enables dropout and drop-path (needs a 'dropout' rng).
+
+    Returns:
+      latent: [batch, K, emb_dim], or [batch, 1 + K, emb_dim] with the CLS token first.
+    """
     patches = gather_tokens(pe.patchify(x, self.patch_size, self.token_layout),
                             ids_keep)
-    tokens = self.patch_embed(patches.astype(self.dtype))
-    pos = self._positions(self.emb_dim, getattr(self, "lead_embed", None))
-    tokens = tokens + jnp.take(pos, ids_keep, axis=0).astype(self.dtype)
+    tokens = self.patch_embed(patches)
+    pos = self.positions(self.emb_dim, getattr(self, "lead_embed", None))
+    tokens = tokens + jnp.take(pos, ids_keep, axis=0).astype(tokens.dtype)
     if self.use_cls:
       cls = jnp.broadcast_to(self.cls_token, (x.shape[0], 1, self.emb_dim))
-      tokens = jnp.concatenate([cls.astype(self.dtype), tokens], axis=1)
+      tokens = jnp.concatenate([cls.astype(tokens.dtype), tokens], axis=1)
     return self.encoder(tokens, train)
 
   def pool_latent(self, latent: jnp.ndarray) -> jnp.ndarray:
-    """latent: [batch, (1 +) K, emb] -> [batch, emb] float32."""
+    """latent: [batch, (1 +) K, emb_dim] -> pooled [batch, emb_dim] float32."""
     if self.pool == "cls":
       return latent[:, 0].astype(jnp.float32)
     tokens = latent[:, 1:] if self.use_cls else latent
-    return tokens.mean(axis=1).astype(jnp.float32)
+    return tokens.astype(jnp.float32).mean(axis=1)
+
+  def embed(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    """Features of whole, unmasked signals (for probing): x [batch, time, leads] ->
+    [batch, emb_dim] float32."""
+    ids = jnp.broadcast_to(jnp.arange(self.num_tokens, dtype=jnp.int32),
+                           (x.shape[0], self.num_tokens))
+    return self.pool_latent(self.forward_encoder(x, ids, train))
 
   def project(self, pooled: jnp.ndarray) -> jnp.ndarray:
-    """pooled: [batch, emb] -> z: [batch, proj_dim] float32."""
+    """pooled: [batch, emb_dim] -> z: [batch, proj_dim] float32."""
     return self.projector(pooled).astype(jnp.float32)
 
   def forward_decoder(self, latent: jnp.ndarray, ids_keep: jnp.ndarray,
                       ids_masked: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    """Predicts the masked patches: -> pred [batch, M, patch_dim] float32."""
+    """Reconstructs the masked patches.
+
+    Args:
+      latent: [batch, (1 +) K, emb_dim] from `forward_encoder`.
+      ids_keep: [batch, K] the visible tokens `latent` holds, in its order.
+      ids_masked: [batch, M] the tokens to predict.
+      train: enables dropout and drop-path.
+
+    Returns:
+      pred: [batch, M, patch_dim] float32, in the order of ids_masked.
+    """
     tokens = self.decoder_embed(latent)
-    b, n = tokens.shape[0], self.num_tokens
     if self.use_cls:
       cls, tokens = tokens[:, :1], tokens[:, 1:]
-    full = jnp.broadcast_to(self.mask_token.astype(tokens.dtype),
-                            (b, n, self.decoder_dim))
-    full = full.at[jnp.arange(b)[:, None], ids_keep].set(tokens)
-    full = full + self._positions(self.decoder_dim,
-                                  getattr(self, "decoder_lead_embed", None)).astype(
-                                      full.dtype)
+    b, m = ids_masked.shape
+    mask_tokens = jnp.broadcast_to(self.mask_token, (b, m, self.decoder_dim))
+    # As in MAE: append the mask tokens, then put every token back at its position.
+    full = jnp.concatenate([tokens, mask_tokens.astype(tokens.dtype)], axis=1)
+    ids_restore = jnp.argsort(jnp.concatenate([ids_keep, ids_masked], axis=1), axis=1)
+    full = gather_tokens(full, ids_restore)
+    pos = self.positions(self.decoder_dim, getattr(self, "decoder_lead_embed", None))
+    full = full + pos.astype(full.dtype)
     if self.use_cls:
       full = jnp.concatenate([cls, full], axis=1)
     full = self.decoder(full, train)
     if self.use_cls:
       full = full[:, 1:]
+    # Only the masked tokens go through the prediction head.
     return self.decoder_pred(gather_tokens(full, ids_masked)).astype(jnp.float32)
 
   def targets(self, x: jnp.ndarray, ids_masked: jnp.ndarray) -> jnp.ndarray:
-    """The reconstruction targets of x: [batch, time, leads] -> [batch, M, patch_dim]."""
+    """x: [batch, time, leads] -> reconstruction targets [batch, M, patch_dim]."""
     return masked_targets(x, ids_masked, self.patch_size, self.token_layout,
                           self.norm_targets)
 
-  def embed(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    """Pooled encoder features of whole (unmasked) signals: -> [batch, emb] float32."""
-    ids = jnp.broadcast_to(jnp.arange(self.num_tokens, dtype=jnp.int32),
-                           (x.shape[0], self.num_tokens))
-    return self.pool_latent(self.forward_encoder(x, ids, train))
-
   def __call__(self, x: jnp.ndarray, ids_keep: jnp.ndarray, ids_masked: jnp.ndarray,
                train: bool = False) -> dict[str, jnp.ndarray]:
-    """One masked view: pred/target [batch, M, patch_dim], pooled [batch, emb],
-    z [batch, proj_dim]."""
+    """One masked view through the whole model.
+
+    Args:
+      x: [batch, time, leads] signals.
+      ids_keep: [batch, K] visible token indices.
+      ids_masked: [batch, M] masked token indices.
+      train: enables dropout and drop-path.
+
+    Returns:
+      pred, target: [batch, M, patch_dim] reconstructions and their targets.
+      pooled: [batch, emb_dim] encoder features.
+      z: [batch, proj_dim] projections for the contrastive losses.
+      (all float32)
+    """
     latent = self.forward_encoder(x, ids_keep, train)
     pooled = self.pool_latent(latent)
     return {"pred": self.forward_decoder(latent, ids_keep, ids_masked, train),
-            "target": self.targets(x, ids_masked), "pooled": pooled,
+            "target": self.targets(x, ids_masked),
+            "pooled": pooled,
             "z": self.project(pooled)}
 
 
-def check_shapes(seq_len: int, patch_size: int, emb_dim: int, num_heads: int,
-                 decoder_dim: int, decoder_heads: int, token_layout: str, pool: str,
-                 use_cls: bool) -> None:
-  """Raises ValueError for a model that cannot be built (before any compute)."""
-  problems = []
-  if seq_len % patch_size:
-    problems.append(f"seq_len={seq_len} is not a multiple of patch_size={patch_size}")
-  if emb_dim % num_heads:
-    problems.append(f"emb_dim={emb_dim} is not divisible by num_heads={num_heads}")
-  if decoder_dim % decoder_heads:
-    problems.append(f"decoder_dim={decoder_dim} is not divisible by "
-                    f"decoder_heads={decoder_heads}")
-  if token_layout not in ("joint", "per_lead"):
-    problems.append(f"token_layout={token_layout!r} is not 'joint' or 'per_lead'")
-  if pool not in ("mean", "cls") or (pool == "cls" and not use_cls):
-    problems.append(f"pool={pool!r} needs to be 'mean', or 'cls' with use_cls=True")
-  if problems:
-    raise ValueError("Invalid CREMA model: " + "; ".join(problems))
-
-
 def init_params(model: CREMA, rng: jax.Array, mask_ratio: float = 0.75) -> Any:
-  """Initial parameters (shapes depend only on the model, not on the mask)."""
+  """Initial parameters; their shapes depend only on the model, not on the mask."""
   n = model.num_tokens
   m = masking.num_masked(n, mask_ratio)
   x = jnp.zeros((1, model.seq_len, model.num_leads), jnp.float32)
-  keep = jnp.arange(n - m, dtype=jnp.int32)[None]
-  masked = jnp.arange(n - m, n, dtype=jnp.int32)[None]
-  return model.init({"params": rng}, x, keep, masked, train=False)["params"]
+  ids_keep = jnp.arange(n - m, dtype=jnp.int32)[None]
+  ids_masked = jnp.arange(n - m, n, dtype=jnp.int32)[None]
+  return model.init({"params": rng}, x, ids_keep, ids_masked)["params"]
