@@ -29,8 +29,6 @@ from crema_jax.data import records
 from crema_jax.data import sources
 from crema_jax.data import storage
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config with a `data` field.")
-
 _PROGRESS_DIR = "_progress"
 _SOURCE: records.Source | None = None  # The reader, built once per worker process.
 
@@ -195,5 +193,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Defined here, not at import: crema_jax.main defines its own --config.
+  _CONFIG = config_flags.DEFINE_config_file("config", None, "Config with a `data` field.")
   config_flags.mark_flags_as_required(["config"])
   app.run(main)
