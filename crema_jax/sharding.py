@@ -17,12 +17,13 @@ import numpy as np
 BATCH_AXES = ("data", "fsdp")
 
 
-def make_mesh(fsdp: int = 1) -> jax.sharding.Mesh:
-  """A ('data', 'fsdp') mesh over all devices of all processes."""
-  n = jax.device_count()
+def make_mesh(fsdp: int = 1, devices=None) -> jax.sharding.Mesh:
+  """A ('data', 'fsdp') mesh over `devices` (default: every device of every process)."""
+  devices = jax.devices() if devices is None else list(devices)
+  n = len(devices)
   if fsdp < 1 or n % fsdp:
     raise ValueError(f"mesh.fsdp={fsdp} must divide the {n} devices")
-  return jax.make_mesh((n // fsdp, fsdp), ("data", "fsdp"),
+  return jax.make_mesh((n // fsdp, fsdp), ("data", "fsdp"), devices=devices,
                        axis_types=(jax.sharding.AxisType.Auto,) * 2)
 
 

@@ -131,22 +131,16 @@ def forward(model: models.CREMA, params, batch: dict, config: ml_collections.Con
     return z, pred, module.targets(x[:2 * b], masked[:2 * b])
 
   z, pred, target = model.apply({"params": params}, method=run, rngs=rngs)
-  parts = {}
-  if weights.reconstruction > 0:
-    parts["reconstruction"] = losses.masked_reconstruction_loss(pred, target)
-  if weights.sample > 0:
-    parts["sample"] = losses.sample_contrastive_loss(z[:b], z[b:2 * b],
-                                                     weights.temperature)
-  if weights.patient > 0:
-    if with_pairs:
-      zp = jnp.concatenate([z[:b], z[2 * b:]])
-      ids = jnp.concatenate([batch["patient"], batch["patient"]])
-      valid = jnp.concatenate([jnp.ones((b,), bool), batch["has_pair"]])
-    else:
-      zp, ids, valid = z[:b], batch["patient"], jnp.ones((b,), bool)
-    parts["patient"] = losses.patient_contrastive_loss(zp, ids, valid,
-                                                       weights.temperature)
-  loss = losses.hybrid_loss(parts, weights)
+  if with_pairs:
+    z_patient = jnp.concatenate([z[:b], z[2 * b:]])
+    patient_ids = jnp.concatenate([batch["patient"], batch["patient"]])
+    patient_valid = jnp.concatenate([jnp.ones((b,), bool), batch["has_pair"]])
+  else:  # In-batch patients only (CLOCS-style): other ECGs of a patient in the batch.
+    z_patient, patient_ids, patient_valid = z[:b], batch["patient"], jnp.ones((b,), bool)
+  loss, parts = losses.hybrid_objective(
+      {k: weights[k] for k in losses.LOSS_NAMES}, weights.temperature, pred=pred,
+      target=target, z1=z[:b], z2=z[b:2 * b], z_patient=z_patient,
+      patient_ids=patient_ids, patient_valid=patient_valid)
   return loss, {"loss": loss, **{f"loss_{k}": v for k, v in parts.items()}}
 
 

@@ -1,0 +1,169 @@
+"""Pretraining: config refusal, the loop, 1-vs-8-device equivalence, exact resume after
+a kill, SIGTERM checkpoints, NaN detection."""
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from crema_jax import checkpoint
+from crema_jax import metrics
+from crema_jax import models
+from crema_jax import optim
+from crema_jax import sharding
+from crema_jax import train
+from crema_jax.data import pipeline
+from crema_jax.data import storage
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _config(demo_config, **overrides):
+  config = demo_config.copy_and_resolve_references()
+  config.log_every = 1
+  for key, value in overrides.items():
+    target = config
+    *parents, leaf = key.split(".")
+    for p in parents:
+      target = target[p]
+    target[leaf] = value
+  return config
+
+
+def _losses(workdir):
+  return {row["step"]: row["loss"] for row in
+          metrics.read_jsonl(pathlib.Path(workdir) / "metrics.jsonl")}
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("model.patch_size", 60, "data.seq_len=5000 is not a multiple of model.patch_size=60"),
+    ("batch_size", 12, "batch_size=12 is not divisible by the 8 devices"),
+    ("loss.sample", -1.0, "loss.sample=-1.0 is negative"),
+    ("mask_ratio", 1.0, "mask_ratio=1.0 is not in"),
+    ("compute_dtype", "float64", "compute_dtype='float64'"),
+])
+def test_bad_config_refused_before_any_work(demo_config, tmp_path, key, value, message):
+  config = _config(demo_config, **{key: value})
+  with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("[", r"\[")):
+    train.train_and_evaluate(config, tmp_path / "run")
+  assert not (tmp_path / "run").exists()
+
+
+@pytest.fixture(scope="module")
+def reference_run(demo_config, tmp_path_factory):
+  """An uninterrupted 6-step run, logging every step."""
+  workdir = tmp_path_factory.mktemp("reference")
+  summary = train.train_and_evaluate(_config(demo_config), workdir)
+  return workdir, summary
+
+
+def test_pretraining_writes_checkpoints_and_metrics(reference_run):
+  workdir, summary = reference_run
+  losses = _losses(workdir)
+  assert sorted(losses) == list(range(1, 7))
+  assert all(np.isfinite(v) for v in losses.values())
+  assert summary["step"] == 6 and summary["start_step"] == 0
+  assert (workdir / "config.json").is_file()
+  assert list((workdir / "tensorboard").iterdir())
+  mngr = checkpoint.manager(workdir, read_only=True)
+  assert mngr.latest_step() == 6
+  assert checkpoint.restore_config(mngr).batch_size == 8
+
+
+def test_one_and_eight_devices_give_the_same_step(demo_config):
+  config = _config(demo_config)
+  prepared = storage.PreparedSource(config.data.data_dir, config.data.name)
+  batch = next(iter(pipeline.pretrain_dataset(config, prepared)))
+  model = train.build_model(config)
+  optimizer = optim.make_optimizer(**config.optimizer, total_steps=config.total_steps)
+  params = jax.device_get(models.init_params(model, jax.random.key(0), config.mask_ratio))
+  grad_fn = jax.jit(jax.grad(lambda p, b: train.forward(model, p, b, config, None)[0]))
+  results = []
+  for devices in (jax.devices()[:1], jax.devices()):
+    mesh = sharding.make_mesh(1, devices)
+    state = train.TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
+    shardings = jax.tree.map(lambda _: sharding.replicated(mesh), state)
+    state = jax.device_put(state, shardings)
+    step = train.make_train_step(model, optimizer, config, shardings, mesh)
+    global_batch = sharding.global_batch(mesh, batch)
+    assert len(global_batch["view1"].sharding.device_set) == len(devices)
+    grads = jax.device_get(grad_fn(state.params, global_batch))
+    losses = []
+    for _ in range(3):
+      state, step_metrics = step(state, global_batch)
+      losses.append(float(step_metrics["loss"]))
+    results.append((grads, losses))
+  (g1, l1), (g8, l8) = results
+  np.testing.assert_allclose(l1, l8, rtol=1e-5)  # Losses before and after updates.
+  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g8)):
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6)
+
+
+def _start(demo_config, workdir, *extra):
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+             JAX_PLATFORMS="cpu")
+  return subprocess.Popen(
+      [sys.executable, "-m", "crema_jax.main", "--config", "configs/demo.py:test",
+       "--workdir", str(workdir), f"--config.data.raw_dir={demo_config.data.raw_dir}",
+       f"--config.data.data_dir={demo_config.data.data_dir}", "--config.log_every=1",
+       *extra], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _wait_for(predicate, process, timeout=180):
+  deadline = time.time() + timeout
+  while not predicate():
+    if process.poll() is not None:
+      raise AssertionError(f"run exited early:\n{process.stdout.read().decode()}")
+    if time.time() > deadline:
+      process.kill()
+      raise AssertionError("timed out")
+    time.sleep(0.05)
+
+
+def test_killed_run_resumes_exactly(demo_config, reference_run, tmp_path):
+  reference, _ = reference_run
+  workdir = tmp_path / "run"
+  process = _start(demo_config, workdir)
+  _wait_for(lambda: (workdir / "checkpoints" / "4").is_dir() and
+            (workdir / "checkpoints" / "4" / "_CHECKPOINT_METADATA").exists(), process)
+  process.kill()  # SIGKILL: no chance to save anything more.
+  process.wait()
+  summary = train.train_and_evaluate(_config(demo_config), workdir)
+  assert summary["start_step"] >= 4
+  resumed, expected = _losses(workdir), _losses(reference)
+  for step in range(summary["start_step"] + 1, 7):
+    np.testing.assert_allclose(resumed[step], expected[step], rtol=1e-6)
+
+
+def test_sigterm_saves_a_checkpoint_and_exits(demo_config, tmp_path):
+  workdir = tmp_path / "run"
+  process = _start(demo_config, workdir, "--config.total_steps=100000",
+                   "--config.checkpoint_every=1000")
+  _wait_for(lambda: (workdir / "metrics.jsonl").is_file() and
+            len(_losses(workdir)) >= 2, process)
+  process.send_signal(signal.SIGTERM)
+  output = process.communicate(timeout=120)[0].decode()
+  assert process.returncode == 0, output
+  assert "SIGTERM" in output
+  saved = checkpoint.manager(workdir, read_only=True).latest_step()
+  assert saved is not None and saved >= 2 and saved == max(_losses(workdir))
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(demo_config,
+                                                                  tmp_path):
+  config = _config(demo_config, checkpoint_every=1, **{"optimizer.lr": 1e38,
+                                                      "optimizer.warmup_steps": 0,
+                                                      "optimizer.clip_norm": 0.0})
+  with pytest.raises(FloatingPointError, match=r"at step \d+; the last good checkpoint"):
+    train.train_and_evaluate(config, tmp_path)
+  losses = _losses(tmp_path)
+  mngr = checkpoint.manager(tmp_path, read_only=True)
+  assert mngr.latest_step() == max(losses)
+  assert all(np.isfinite(v) for v in losses.values())
