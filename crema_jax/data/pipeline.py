@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
+from absl import flags
 import grain
 import ml_collections
 import numpy as np
@@ -151,6 +152,8 @@ def _iterate(ds: grain.MapDataset, data_config: ml_collections.ConfigDict):
       num_threads=data_config.read_threads,
       prefetch_buffer_size=data_config.prefetch_buffer))
   if data_config.worker_count > 0:
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()  # Grain's workers read absl flags (notebooks, tests).
     it = it.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=data_config.worker_count))
   return it
