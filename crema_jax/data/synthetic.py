@@ -140,7 +140,8 @@ def _waves(p: Patient, rr: float, rng: np.random.Generator) -> list[tuple]:
     t_vec = t_vec - 1.2 * terminal * 0.3  # Secondary, discordant repolarisation.
     t_offset += 0.04
   if "HYP" in p.classes:
-    waves[2] = (waves[2][0], waves[2][1], waves[2][2] + np.array([0.9, 0.2, -1.1]) * amp[2])
+    lvh = np.array([1.3, 0.3, -0.7]) * amp[2]  # Leftward and posterior: V5-V6 up, V1-V2 down.
+    waves[2] = (waves[2][0], waves[2][1], waves[2][2] + lvh)
     waves[3] = (waves[3][0], waves[3][1], waves[3][2] * 1.4)
   waves.append((t_offset, t_width, t_vec))
   if np.any(st_vec):
