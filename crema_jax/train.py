@@ -240,9 +240,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       batch = sharding.global_batch(mesh, next(data_iter))
       state, step_metrics = train_step(state, batch)
       window.append(step_metrics)
+      preempted = preemption.requested  # Read once: a later signal waits a step.
       is_log_step = step % config.log_every == 0 or step == config.total_steps
       wants_save = (step % config.checkpoint_every == 0 or step == config.total_steps
-                    or preemption.requested)
+                    or preempted)
       if is_log_step or wants_save:
         host = jax.device_get(window)
         losses_ = np.array([m["loss"] for m in host])
@@ -268,7 +269,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                           force=True)
           last_saved = step
       bar.update(1)
-      if preemption.requested:
+      if preempted:
         if is_main:
           print(f"SIGTERM: saved step {last_saved}, exiting")
         break
