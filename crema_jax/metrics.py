@@ -14,13 +14,19 @@ class MetricWriter:
   """Writes `{workdir}/metrics.jsonl` (one object per logged step) and TensorBoard
   scalars under `{workdir}/tensorboard`. A no-op on processes other than 0."""
 
-  def __init__(self, workdir: str | pathlib.Path):
+  def __init__(self, workdir: str | pathlib.Path, start_step: int = 0):
+    """Rows after `start_step` (logged by an interrupted run past its last checkpoint)
+    are dropped, so a resumed run's log has each step once."""
     self._active = jax.process_index() == 0
     if not self._active:
       return
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    self._jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
+    path = workdir / "metrics.jsonl"
+    if path.is_file():
+      kept = [row for row in read_jsonl(path) if row["step"] <= start_step]
+      path.write_text("".join(json.dumps(row) + "\n" for row in kept))
+    self._jsonl = open(path, "a", encoding="utf-8")
     self._tb = tensorboardX.SummaryWriter(str(workdir / "tensorboard"))
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:

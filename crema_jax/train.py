@@ -228,7 +228,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       print(f"Resumed from step {start_step} in {mngr.directory}")
 
   # Loop.
-  writer = metrics.MetricWriter(workdir)
+  writer = metrics.MetricWriter(workdir, start_step)
   preemption = _Preemption()
   summary = {"start_step": start_step}
   window, window_start = [], time.perf_counter()

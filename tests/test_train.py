@@ -137,6 +137,8 @@ def test_killed_run_resumes_exactly(demo_config, reference_run, tmp_path):
   process.wait()
   summary = train.train_and_evaluate(_config(demo_config), workdir)
   assert summary["start_step"] >= 4
+  rows = metrics.read_jsonl(workdir / "metrics.jsonl")
+  assert [row["step"] for row in rows] == list(range(1, 7))  # Each step logged once.
   resumed, expected = _losses(workdir), _losses(reference)
   for step in range(summary["start_step"] + 1, 7):
     np.testing.assert_allclose(resumed[step], expected[step], rtol=1e-6)
