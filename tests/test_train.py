@@ -169,3 +169,31 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(demo_config,
   mngr = checkpoint.manager(tmp_path, read_only=True)
   assert mngr.latest_step() == max(losses)
   assert all(np.isfinite(v) for v in losses.values())
+
+
+def test_fsdp_shards_parameters_and_matches_replicated(demo_config):
+  config = _config(demo_config)
+  prepared = storage.PreparedSource(config.data.data_dir, config.data.name)
+  batch = next(iter(pipeline.pretrain_dataset(config, prepared)))
+  model = train.build_model(config)
+  optimizer = optim.make_optimizer(**config.optimizer, total_steps=config.total_steps)
+  params = jax.device_get(models.init_params(model, jax.random.key(0), config.mask_ratio))
+  runs = {}
+  for fsdp in (1, 2):
+    mesh = sharding.make_mesh(fsdp)
+    state = train.TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
+    shardings = sharding.param_shardings(mesh, state, min_size=1024)
+    state = jax.device_put(state, shardings)
+    step = train.make_train_step(model, optimizer, config, shardings, mesh)
+    global_batch = sharding.global_batch(mesh, batch)
+    losses = []
+    for _ in range(3):
+      state, step_metrics = step(state, global_batch)
+      losses.append(float(step_metrics["loss"]))
+    kernel = state.params["encoder"]["block0"]["mlp"]["fc1"]["kernel"]
+    runs[fsdp] = (losses, kernel.addressable_shards[0].data.nbytes, kernel.nbytes,
+                  kernel.sharding)
+  (l1, shard1, full1, _), (l2, shard2, full2, sharding2) = runs[1], runs[2]
+  assert shard1 == full1  # Replicated: every device holds the whole kernel.
+  assert shard2 == full2 // 2 and "fsdp" in str(sharding2.spec)
+  np.testing.assert_allclose(l1, l2, rtol=1e-5)
