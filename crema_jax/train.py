@@ -280,5 +280,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     mngr.close()
   summary["step"] = last_saved
   if is_main:
+    if "first_loss" in summary:
+      print(f"pretraining loss {summary['first_loss']:.4f} (first logged) -> "
+            f"{summary['last_loss']:.4f} (last); checkpoint step {last_saved} in "
+            f"{workdir / checkpoint.CHECKPOINT_DIR}")
     print(json.dumps({"pretrain": summary}))
   return summary
