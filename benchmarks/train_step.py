@@ -20,7 +20,6 @@ import numpy as np
 
 from configs import common
 from crema_jax import masking
-from crema_jax import models
 from crema_jax import optim
 from crema_jax import sharding
 from crema_jax import train
@@ -75,10 +74,7 @@ def main():
   model = train.build_model(config)
   optimizer = optim.make_optimizer(**config.optimizer, total_steps=config.total_steps)
 
-  def init_state(rng):
-    params = models.init_params(model, rng, config.mask_ratio)
-    return train.TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
-
+  init_state = train.make_init_state(model, optimizer, config)
   abstract_state = jax.eval_shape(init_state, jax.random.key(0))
   state_shardings = sharding.param_shardings(mesh, abstract_state)
   state = jax.jit(init_state, out_shardings=state_shardings)(jax.random.key(0))

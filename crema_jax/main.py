@@ -9,6 +9,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from crema_jax import evaluate
 from crema_jax import train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
@@ -23,6 +24,8 @@ def main(argv):
   config = _CONFIG.value
   if config.mode in ("pretrain", "demo"):
     train.train_and_evaluate(config, _WORKDIR.value)
+    if config.mode == "demo":
+      evaluate.probe_pretrained_and_random(config, _WORKDIR.value)
   else:
     raise app.UsageError(f"config.mode={config.mode!r}: expected 'pretrain' or 'demo'")
 

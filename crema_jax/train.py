@@ -85,6 +85,35 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError("Invalid config:\n  " + "\n  ".join(problems))
 
 
+def make_init_state(model: models.CREMA, optimizer: optax.GradientTransformation,
+                    config: ml_collections.ConfigDict):
+  """rng -> the initial TrainState (traceable, for jax.eval_shape and jax.jit)."""
+
+  def init_state(rng: jax.Array) -> TrainState:
+    params = models.init_params(model, rng, config.mask_ratio)
+    return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
+
+  return init_state
+
+
+def restore_params(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
+                   mesh, step: int | None = None) -> tuple[int, Any]:
+  """The encoder parameters of a pretraining checkpoint (latest, or `step`),
+  replicated over `mesh`."""
+  model = build_model(config)
+  optimizer = optim.make_optimizer(**config.optimizer, total_steps=config.total_steps)
+  abstract_state = jax.eval_shape(make_init_state(model, optimizer, config),
+                                  jax.random.key(config.seed))
+  shardings = jax.tree.map(lambda _: sharding.replicated(mesh), abstract_state)
+  mngr = checkpoint.manager(workdir, read_only=True)
+  restored = checkpoint.restore(mngr, checkpoint.abstract(abstract_state, shardings),
+                                step=step)
+  mngr.close()
+  if restored is None:
+    raise FileNotFoundError(f"no checkpoint in {workdir}/{checkpoint.CHECKPOINT_DIR}")
+  return restored[0], restored[1].params
+
+
 def build_model(config: ml_collections.ConfigDict) -> models.CREMA:
   return models.CREMA(seq_len=config.data.seq_len,
                       dtype=COMPUTE_DTYPES[config.compute_dtype], **config.model)
@@ -204,9 +233,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   model = build_model(config)
   optimizer = optim.make_optimizer(**config.optimizer, total_steps=config.total_steps)
 
-  def init_state(rng):
-    params = models.init_params(model, rng, config.mask_ratio)
-    return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
+  init_state = make_init_state(model, optimizer, config)
 
   # Sharding.
   abstract_state = jax.eval_shape(init_state, jax.random.key(config.seed))

@@ -75,7 +75,8 @@ def test_reader_labels_equal_the_intended_classes(root):
 
 def _patient(classes, seed=0):
   base = synthetic._draw_patient(np.random.default_rng(seed), 1)  # pylint: disable=protected-access
-  return dataclasses.replace(base, classes=classes, mi_territory="anterior")
+  return dataclasses.replace(base, classes=classes, mi_territory="anterior",
+                             severity=1.0)  # The full effect of each class.
 
 
 def _mean_over_patients(classes, feature, n=12):

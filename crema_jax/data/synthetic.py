@@ -77,6 +77,7 @@ class Patient:
   qt_scale: float
   mi_territory: str          # "anterior" or "inferior".
   bundle_branch: str         # "right" or "left".
+  severity: float = 1.0      # Scales every pathological change (0: none, 1: full).
 
 
 def _draw_patient(rng: np.random.Generator, patient_id: int) -> Patient:
@@ -94,7 +95,8 @@ def _draw_patient(rng: np.random.Generator, patient_id: int) -> Patient:
       amplitude=rng.uniform(0.75, 1.25, size=6), pr_seconds=float(rng.uniform(0.13, 0.19)),
       qrs_scale=float(rng.uniform(0.9, 1.1)), qt_scale=float(rng.uniform(0.92, 1.08)),
       mi_territory=str(rng.choice(["anterior", "inferior"])),
-      bundle_branch=str(rng.choice(["right", "left"])))
+      bundle_branch=str(rng.choice(["right", "left"])),
+      severity=float(rng.uniform(0.15, 1.0)))
 
 
 def _rotate_frontal(v: np.ndarray, degrees: float) -> np.ndarray:
@@ -120,29 +122,31 @@ def _waves(p: Patient, rr: float, rng: np.random.Generator) -> list[tuple]:
            (-0.030 * qrs, 0.009 * qrs, q_vec), (0.0, 0.011 * qrs, r_vec),
            (0.032 * qrs, 0.011 * qrs, s_vec)]
   t_offset, t_width = 0.30 * qt, 0.055 * qt
+  sev = p.severity  # Mild cases overlap with normal ones, as in real data.
   if "MI" in p.classes:
     territory = _ANTERIOR if p.mi_territory == "anterior" else _INFERIOR
     territory = territory / np.linalg.norm(territory)
-    waves[1] = (-0.022, 0.017, -territory * 0.45 * amp[1])  # Wide, deep Q (>= 40 ms).
-    r_vec = r_vec - 0.6 * territory * (r_vec @ territory).clip(0)
+    waves[1] = (-0.022, 0.017, -territory * 0.45 * sev * amp[1])  # Wide, deep Q.
+    r_vec = r_vec - 0.6 * sev * territory * (r_vec @ territory).clip(0)
     waves[2] = (0.0, 0.011 * qrs, r_vec)
-    st_vec = st_vec + territory * 0.25 * amp[5]
+    st_vec = st_vec + territory * 0.25 * sev * amp[5]
   if "STTC" in p.classes:
     lateral = _LATERAL / np.linalg.norm(_LATERAL)
-    st_vec = st_vec - lateral * 0.15 * amp[5]
-    t_vec = -t_vec * 0.8
+    st_vec = st_vec - lateral * 0.15 * sev * amp[5]
+    t_vec = t_vec * (1.0 - 1.8 * sev)  # Flattened, then inverted T.
   if "CD" in p.classes:
-    waves[2] = (0.012, 0.026 * qrs, r_vec * 0.8)  # Slow, wide depolarisation.
-    waves[3] = (0.060, 0.022 * qrs, s_vec)
+    widen = 1.0 + 1.4 * sev  # Slow, wide depolarisation.
+    waves[2] = (0.012 * sev, 0.011 * widen * qrs, r_vec * (1 - 0.2 * sev))
+    waves[3] = (0.032 + 0.028 * sev, 0.011 * widen * qrs, s_vec)
     terminal = (np.array([-0.5, 0.0, 0.8]) if p.bundle_branch == "right"
-                else np.array([0.8, 0.2, -0.5])) * 0.6
+                else np.array([0.8, 0.2, -0.5])) * 0.6 * sev
     waves.append((0.085, 0.020, terminal))
     t_vec = t_vec - 1.2 * terminal * 0.3  # Secondary, discordant repolarisation.
-    t_offset += 0.04
+    t_offset += 0.04 * sev
   if "HYP" in p.classes:
-    lvh = np.array([1.3, 0.3, -0.7]) * amp[2]  # Leftward and posterior: V5-V6 up, V1-V2 down.
+    lvh = np.array([1.3, 0.3, -0.7]) * sev * amp[2]  # Leftward, posterior: V5-V6 up.
     waves[2] = (waves[2][0], waves[2][1], waves[2][2] + lvh)
-    waves[3] = (waves[3][0], waves[3][1], waves[3][2] * 1.4)
+    waves[3] = (waves[3][0], waves[3][1], waves[3][2] * (1 + 0.4 * sev))
   waves.append((t_offset, t_width, t_vec))
   if np.any(st_vec):
     waves.append((0.11 + 0.5 * (t_offset - 0.11), 0.07, st_vec))  # ST plateau.
