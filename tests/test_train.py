@@ -77,13 +77,19 @@ def test_pretraining_writes_checkpoints_and_metrics(reference_run):
   assert checkpoint.restore_config(mngr).batch_size == 8
 
 
-def test_one_and_eight_devices_give_the_same_step(demo_config):
+def _step_inputs(demo_config):
+  """(config, one host batch, model, optimizer, host params) for direct step tests."""
   config = _config(demo_config)
   prepared = storage.PreparedSource(config.data.data_dir, config.data.name)
   batch = next(iter(pipeline.pretrain_dataset(config, prepared)))
   model = train.build_model(config)
   optimizer = optim.make_optimizer(**config.optimizer, total_steps=config.total_steps)
   params = jax.device_get(models.init_params(model, jax.random.key(0), config.mask_ratio))
+  return config, batch, model, optimizer, params
+
+
+def test_one_and_eight_devices_give_the_same_step(demo_config):
+  config, batch, model, optimizer, params = _step_inputs(demo_config)
   grad_fn = jax.jit(jax.grad(lambda p, b: train.forward(model, p, b, config, None)[0]))
   results = []
   for devices in (jax.devices()[:1], jax.devices()):
@@ -172,12 +178,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(demo_config,
 
 
 def test_fsdp_shards_parameters_and_matches_replicated(demo_config):
-  config = _config(demo_config)
-  prepared = storage.PreparedSource(config.data.data_dir, config.data.name)
-  batch = next(iter(pipeline.pretrain_dataset(config, prepared)))
-  model = train.build_model(config)
-  optimizer = optim.make_optimizer(**config.optimizer, total_steps=config.total_steps)
-  params = jax.device_get(models.init_params(model, jax.random.key(0), config.mask_ratio))
+  config, batch, model, optimizer, params = _step_inputs(demo_config)
   runs = {}
   for fsdp in (1, 2):
     mesh = sharding.make_mesh(fsdp)
