@@ -216,3 +216,39 @@ def eval_dataset(config: ml_collections.ConfigDict, prepared: storage.PreparedSo
   ds = ds.map(EvalView(ViewSpec.from_config(config), subset))
   ds = ds.batch(batch_size, drop_remainder=False)
   return _iterate(ds, config.data)
+
+
+class LabelledView(grain.transforms.RandomMap):
+  """One record -> one augmented view with its labels (supervised fine-tuning).
+
+  Output: view [seq_len, leads] float32, labels [5] float32, position int64.
+  """
+
+  def __init__(self, spec: ViewSpec, augment_config: ml_collections.ConfigDict):
+    self._spec = spec
+    self._augment = augment_config
+
+  def random_map(self, element: dict, rng: np.random.Generator) -> dict:
+    x = self._spec.signal(element["ecg"], rng if self._augment.random_crop else None)
+    return {"view": augment.augment(x, rng, self._augment, self._spec.sampling_rate),
+            "labels": np.asarray(element["labels"], np.float32),
+            "position": np.int64(element["position"])}
+
+
+def finetune_dataset(config: ml_collections.ConfigDict, prepared: storage.PreparedSource,
+                     positions: np.ndarray, batch_size: int, *, seed: int = 0,
+                     augment_config: ml_collections.ConfigDict | None = None,
+                     process_index: int = 0, process_count: int = 1
+                     ) -> grain.IterDataset:
+  """The infinite, shuffled stream of labelled augmented views of `positions` (indices
+  in the prepared source), `batch_size // process_count` examples per process."""
+  if batch_size % process_count:
+    raise ValueError(f"batch_size={batch_size} is not divisible by {process_count} "
+                     "processes")
+  subset = SubsetSource(prepared, positions)
+  ds = grain.MapDataset.source(subset)[process_index::process_count]
+  ds = ds.shuffle(seed=seed).repeat()
+  ds = ds.random_map(LabelledView(ViewSpec.from_config(config),
+                                  augment_config or config.data.augment), seed=seed + 1)
+  ds = ds.batch(batch_size // process_count, drop_remainder=True)
+  return _iterate(ds, config.data)
