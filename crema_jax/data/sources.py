@@ -6,6 +6,7 @@ from typing import Callable
 
 import ml_collections
 
+from crema_jax.data import code15
 from crema_jax.data import ptbxl
 from crema_jax.data import records
 from crema_jax.data import wfdb_folder
@@ -16,6 +17,12 @@ READERS: dict[str, Callable[..., records.Source]] = {
     "wfdb": lambda cfg: wfdb_folder.WFDBFolder(cfg.raw_dir,
                                                sampling_rate=cfg.sampling_rate,
                                                name=cfg.name),
+    "code15": lambda cfg: code15.HDF5Exams(cfg.raw_dir, sampling_rate=cfg.sampling_rate,
+                                           name=cfg.name, min_seconds=cfg.min_seconds),
+    "samitrop": lambda cfg: code15.HDF5Exams(cfg.raw_dir,
+                                             sampling_rate=cfg.sampling_rate,
+                                             name=cfg.name, hdf5_glob="exams.hdf5",
+                                             min_seconds=cfg.min_seconds),
 }
 
 
