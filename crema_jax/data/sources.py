@@ -7,6 +7,7 @@ from typing import Callable
 import ml_collections
 
 from crema_jax.data import code15
+from crema_jax.data import mimic_ecg
 from crema_jax.data import ptbxl
 from crema_jax.data import records
 from crema_jax.data import wfdb_folder
@@ -23,6 +24,10 @@ READERS: dict[str, Callable[..., records.Source]] = {
                                              sampling_rate=cfg.sampling_rate,
                                              name=cfg.name, hdf5_glob="exams.hdf5",
                                              min_seconds=cfg.min_seconds),
+    "mimic_iv_ecg": lambda cfg: mimic_ecg.MimicIVECG(cfg.raw_dir,
+                                                     sampling_rate=cfg.sampling_rate,
+                                                     name=cfg.name,
+                                                     min_seconds=cfg.min_seconds),
 }
 
 
