@@ -4,6 +4,7 @@ view augmentations. Experiment files (`demo.py`, `pretrain.py`, ...) start from 
 import ml_collections
 
 from crema_jax import models
+from crema_jax.data.records import LEADS
 
 DEMO_RAW_DIR = "demo_output/ptbxl_synthetic"
 DEMO_DATA_DIR = "demo_output/prepared"
@@ -33,6 +34,11 @@ def data_config() -> ml_collections.ConfigDict:
   c.min_seconds = 5.0           # Shorter records are skipped.
   c.records_per_shard = 1000
   c.prepare_workers = 2
+  c.leads = LEADS               # A subset (e.g. ("I",), ("I", "II")) for reduced leads.
+  c.lead_aliases = ""           # Header names to rename first, e.g. "MLII=II".
+  c.window_seconds = 0.0        # > 0: cut records longer than long_seconds into windows
+  c.window_stride_seconds = 0.0  # of this length every stride (0: stride = window).
+  c.long_seconds = 60.0
   # Input pipeline.
   c.seq_len = 5000              # Samples per view (10 s at 500 Hz).
   c.normalize = "per_lead"      # "per_lead" (per-record standardisation) or "none".

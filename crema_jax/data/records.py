@@ -51,6 +51,8 @@ class Record:
     fold: PTB-XL strat_fold 1..10, 0 when the source has no folds.
     scp_codes: the source's full code list as a JSON object string ({} when none).
     subclasses: comma-separated diagnostic subclasses, e.g. "IMI,LVH".
+    notes: things worth reporting that did not stop the record (e.g. unknown Dx
+      codes); prepare counts them in the manifest. Not stored with the example.
   """
 
   ecg: np.ndarray
@@ -66,6 +68,7 @@ class Record:
   fold: int = 0
   scp_codes: str = "{}"
   subclasses: str = ""
+  notes: tuple[str, ...] = ()
 
   def to_example(self) -> dict:
     """The dict stored in the ArrayRecord shards (float16 signal, fixed dtypes)."""
@@ -96,28 +99,42 @@ def scp_codes_json(codes: dict) -> str:
 
 
 def check_signal(ecg: np.ndarray, path: str, sampling_rate: float,
-                 min_seconds: float = 1.0, flat_mv: float = 1e-4) -> np.ndarray:
-  """Returns `ecg` as float32 [time, 12] or raises RecordError saying what is wrong.
+                 min_seconds: float = 1.0, flat_mv: float = 1e-4,
+                 leads: Sequence[str] = LEADS) -> np.ndarray:
+  """Returns `ecg` as float32 [time, len(leads)] or raises RecordError saying what is
+  wrong.
 
   Refuses a wrong shape or lead count, NaN/inf samples, any flat lead (peak-to-peak below
-  `flat_mv` millivolts) and records shorter than `min_seconds`.
+  `flat_mv` millivolts) and records shorter than `min_seconds`. `leads` names the
+  columns (the 12 standard leads unless a reduced-lead config asks for fewer).
   """
   ecg = np.asarray(ecg)
   if ecg.ndim != 2:
     raise RecordError(path, f"signal has shape {ecg.shape}, expected [time, leads]")
-  if ecg.shape[1] != len(LEADS):
-    raise RecordError(path, f"has {ecg.shape[1]} leads, expected {len(LEADS)}")
+  if ecg.shape[1] != len(leads):
+    raise RecordError(path, f"has {ecg.shape[1]} leads, expected {len(leads)}")
   if ecg.shape[0] < min_seconds * sampling_rate:
     raise RecordError(path, f"too short: {ecg.shape[0] / sampling_rate:.2f} s < "
                       f"{min_seconds:g} s")
   if not np.all(np.isfinite(ecg)):
-    bad = [LEADS[i] for i in np.flatnonzero(~np.all(np.isfinite(ecg), axis=0))]
+    bad = [leads[i] for i in np.flatnonzero(~np.all(np.isfinite(ecg), axis=0))]
     raise RecordError(path, f"NaN or inf samples in lead(s) {', '.join(bad)}")
   ptp = np.ptp(ecg, axis=0)
   if np.any(ptp < flat_mv):
-    flat = [LEADS[i] for i in np.flatnonzero(ptp < flat_mv)]
+    flat = [leads[i] for i in np.flatnonzero(ptp < flat_mv)]
     raise RecordError(path, f"flat lead(s) {', '.join(flat)}")
   return ecg.astype(np.float32)
+
+
+def check_leads(leads: Sequence[str]) -> tuple[str, ...]:
+  """`leads` as a tuple of standard names in `LEADS` order; ValueError for unknown or
+  repeated names or an empty selection."""
+  leads = tuple(leads)
+  unknown = [lead for lead in leads if lead not in LEADS]
+  if unknown or not leads or len(set(leads)) != len(leads):
+    raise ValueError(f"leads {list(leads)}: expected a non-empty subset of {list(LEADS)} "
+                     "without repeats")
+  return tuple(lead for lead in LEADS if lead in leads)
 
 
 class Source(Protocol):

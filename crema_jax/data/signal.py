@@ -31,11 +31,13 @@ def canonical_lead_name(name: str) -> str | None:
   return _LEAD_ALIASES.get(str(name).strip().lower())
 
 
-def standard_lead_order(sig_names: Sequence[str]) -> np.ndarray:
-  """[12] int indices into `sig_names` giving the leads in `records.LEADS` order.
+def standard_lead_order(sig_names: Sequence[str],
+                        leads: Sequence[str] = records.LEADS) -> np.ndarray:
+  """[len(leads)] int indices into `sig_names` giving `leads` (default: the standard 12
+  in `records.LEADS` order); other leads of the record are left out.
 
   Raises:
-    ValueError: naming the standard leads that are missing (or given twice).
+    ValueError: naming the wanted leads that are missing (or given twice).
   """
   positions: dict[str, int] = {}
   for i, name in enumerate(sig_names):
@@ -44,11 +46,11 @@ def standard_lead_order(sig_names: Sequence[str]) -> np.ndarray:
       if lead in positions:
         raise ValueError(f"lead {lead} appears twice in {list(sig_names)}")
       positions[lead] = i
-  missing = [lead for lead in records.LEADS if lead not in positions]
+  missing = [lead for lead in leads if lead not in positions]
   if missing:
     raise ValueError(f"missing lead(s) {', '.join(missing)} (record has "
                      f"{', '.join(sig_names) or 'no leads'})")
-  return np.array([positions[lead] for lead in records.LEADS])
+  return np.array([positions[lead] for lead in leads])
 
 
 def _check_rate(name: str, rate) -> float:

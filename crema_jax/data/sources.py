@@ -1,4 +1,19 @@
-"""The registry of raw-source readers: `data.source` in a config names one of these."""
+"""The registry of raw-source readers: `data.source` in a config names one of these.
+
+| `data.source`  | reader                  | the folder as published                          |
+|----------------|-------------------------|--------------------------------------------------|
+| `ptbxl`        | ptbxl.PTBXL             | ptbxl_database.csv, records100/, records500/     |
+| `wfdb`         | wfdb_folder.WFDBFolder  | any tree of WFDB `.hea` + `.dat`/`.mat`          |
+| `cinc`         | cinc.CinC               | PhysioNet/CinC 2020-21 `.hea` (# Dx) + `.mat`    |
+| `mimic_iv_ecg` | mimic_ecg.MimicIVECG    | record_list.csv + files/ (WFDB)                  |
+| `code15`       | code15.HDF5Exams        | exams.csv + exams_part*.hdf5                     |
+| `samitrop`     | code15.HDF5Exams        | exams.csv + exams.hdf5                           |
+| `dicom`        | dicom.DicomECG          | *.dcm 12-lead ECG Waveform Storage               |
+
+A reader is built from the `data` config fields source, raw_dir, name, sampling_rate,
+min_seconds and leads; `window_seconds > 0` cuts long recordings into windows
+(`windows.Windowed`, WFDB-based readers only).
+"""
 
 from __future__ import annotations
 
@@ -6,36 +21,92 @@ from typing import Callable
 
 import ml_collections
 
+from crema_jax.data import cinc
 from crema_jax.data import code15
+from crema_jax.data import dicom
 from crema_jax.data import mimic_ecg
 from crema_jax.data import ptbxl
 from crema_jax.data import records
 from crema_jax.data import wfdb_folder
+from crema_jax.data import windows
+
+
+def _leads(cfg) -> tuple[str, ...]:
+  return records.check_leads(cfg.get("leads") or records.LEADS)
+
+
+def _only_12_leads(cfg, reader: str) -> None:
+  if _leads(cfg) != records.LEADS:
+    raise ValueError(f"data.leads={list(cfg.leads)}: the {reader} reader reads 12-lead "
+                     "records only; select leads in the pipeline instead")
+
+
+def lead_aliases(text: str) -> dict[str, str]:
+  """`"MLII=II, ML5=V5"` -> {"MLII": "II", "ML5": "V5"} (`data.lead_aliases`)."""
+  aliases = {}
+  for part in (text or "").split(","):
+    if part.strip():
+      if "=" not in part:
+        raise ValueError(f"data.lead_aliases part {part!r} is not NAME=LEAD")
+      name, lead = (p.strip() for p in part.split("=", 1))
+      aliases[name] = lead
+  return aliases
+
+
+def _ptbxl(cfg):
+  _only_12_leads(cfg, "ptbxl")
+  return ptbxl.PTBXL(cfg.raw_dir, sampling_rate=cfg.sampling_rate,
+                     min_seconds=cfg.min_seconds)
+
+
+def _wfdb(cfg):
+  return wfdb_folder.WFDBFolder(cfg.raw_dir, sampling_rate=cfg.sampling_rate,
+                                name=cfg.name, min_seconds=cfg.min_seconds,
+                                leads=_leads(cfg),
+                                lead_aliases=lead_aliases(cfg.get("lead_aliases", "")))
+
+
+def _hdf5(hdf5_glob):
+  def build(cfg):
+    _only_12_leads(cfg, "code15/samitrop")
+    return code15.HDF5Exams(cfg.raw_dir, sampling_rate=cfg.sampling_rate, name=cfg.name,
+                            hdf5_glob=hdf5_glob, min_seconds=cfg.min_seconds)
+  return build
+
+
+def _mimic(cfg):
+  _only_12_leads(cfg, "mimic_iv_ecg")
+  return mimic_ecg.MimicIVECG(cfg.raw_dir, sampling_rate=cfg.sampling_rate,
+                              name=cfg.name, min_seconds=cfg.min_seconds)
+
 
 READERS: dict[str, Callable[..., records.Source]] = {
-    "ptbxl": lambda cfg: ptbxl.PTBXL(cfg.raw_dir, sampling_rate=cfg.sampling_rate,
-                                     min_seconds=cfg.min_seconds),
-    "wfdb": lambda cfg: wfdb_folder.WFDBFolder(cfg.raw_dir,
-                                               sampling_rate=cfg.sampling_rate,
-                                               name=cfg.name),
-    "code15": lambda cfg: code15.HDF5Exams(cfg.raw_dir, sampling_rate=cfg.sampling_rate,
-                                           name=cfg.name, min_seconds=cfg.min_seconds),
-    "samitrop": lambda cfg: code15.HDF5Exams(cfg.raw_dir,
-                                             sampling_rate=cfg.sampling_rate,
-                                             name=cfg.name, hdf5_glob="exams.hdf5",
-                                             min_seconds=cfg.min_seconds),
-    "mimic_iv_ecg": lambda cfg: mimic_ecg.MimicIVECG(cfg.raw_dir,
-                                                     sampling_rate=cfg.sampling_rate,
-                                                     name=cfg.name,
-                                                     min_seconds=cfg.min_seconds),
+    "ptbxl": _ptbxl,
+    "wfdb": _wfdb,
+    "cinc": lambda cfg: cinc.CinC(cfg.raw_dir, sampling_rate=cfg.sampling_rate,
+                                  name=cfg.name, leads=_leads(cfg),
+                                  min_seconds=cfg.min_seconds),
+    "mimic_iv_ecg": _mimic,
+    "code15": _hdf5(None),
+    "samitrop": _hdf5("exams.hdf5"),
+    "dicom": lambda cfg: dicom.DicomECG(cfg.raw_dir, sampling_rate=cfg.sampling_rate,
+                                        name=cfg.name, leads=_leads(cfg),
+                                        min_seconds=cfg.min_seconds),
 }
 
 
 def build_source(data_config: ml_collections.ConfigDict) -> records.Source:
-  """The reader named by `data_config.source` over `data_config.raw_dir`."""
+  """The reader named by `data_config.source` over `data_config.raw_dir` (cut into
+  windows when `data_config.window_seconds` > 0)."""
   if data_config.source not in READERS:
     raise ValueError(f"data.source={data_config.source!r} is not one of "
                      f"{sorted(READERS)}")
   if not data_config.raw_dir:
     raise ValueError("data.raw_dir is empty: point it at the downloaded dataset folder")
-  return READERS[data_config.source](data_config)
+  source = READERS[data_config.source](data_config)
+  window = data_config.get("window_seconds", 0)
+  if window:
+    source = windows.Windowed(source, window,
+                              data_config.get("window_stride_seconds") or window,
+                              data_config.get("long_seconds"))
+  return source

@@ -47,7 +47,7 @@ def header_fields(comments: list[str]) -> dict[str, str]:
   return fields
 
 
-def _age(text: str | None) -> float:
+def age_from_text(text: str | None) -> float:
   try:
     age = float(text)
   except (TypeError, ValueError):
@@ -55,7 +55,7 @@ def _age(text: str | None) -> float:
   return age if 0 <= age < 150 else math.nan
 
 
-def _sex(text: str | None) -> int:
+def sex_from_text(text: str | None) -> int:
   text = (text or "").strip().lower()
   if text in ("male", "m"):
     return records.SEX_MALE
@@ -77,12 +77,20 @@ class WFDBFolder:
       relative to root (with or without extension), else by its file stem when that
       stem names one patient only. Non-numeric patient ids are hashed.
     min_seconds: shorter records are refused.
+    leads: the leads to read (default the standard 12); a reduced-lead config asks for
+      fewer, e.g. ("II", "V5") for a 2-lead Holter.
+    lead_aliases: header names to rename first, e.g. {"MLII": "II"} (MIT-BIH's
+      modified lead II).
+
+  Long recordings: `duration(key)` and `read_span(key, start, stop)` let
+  `windows.Windowed` cut them into windows without reading them whole.
   """
 
   def __init__(self, root: str | pathlib.Path, sampling_rate: int = 500,
                name: str = "wfdb", patient_csv: str | pathlib.Path | None = None,
                record_column: str = "record", patient_column: str = "patient_id",
-               min_seconds: float = 5.0):
+               min_seconds: float = 5.0, leads=records.LEADS,
+               lead_aliases: dict[str, str] | None = None):
     self.root = pathlib.Path(root)
     if not self.root.is_dir():
       raise records.SourceError(f"{self.root}: folder not found")
@@ -90,6 +98,8 @@ class WFDBFolder:
     self.name = name
     self.sampling_rate = sampling_rate
     self.min_seconds = min_seconds
+    self.leads = records.check_leads(leads)
+    self.lead_aliases = dict(lead_aliases or {})
     self._keys = sorted(p.relative_to(self.root).with_suffix("").as_posix()
                         for p in self.root.rglob("*.hea"))
     if not self._keys:
@@ -152,12 +162,23 @@ class WFDBFolder:
         return self._patient_number(fields[field])
     return stable_id(f"{self.name}:{key}")
 
-  def read(self, key: str) -> records.Record:
+  def duration(self, key: str) -> float:
+    """Seconds of the record, from its header alone."""
+    header = wfdb_io.read_header(self.root / key)
+    return (header.sig_len or 0) / header.fs
+
+  def read_span(self, key: str, start: float, stop: float) -> records.Record:
+    """The record cut to [start, stop) seconds, reading only that part of the file."""
+    return self.read(key, span=(start, stop))
+
+  def read(self, key: str, span: tuple[float, float] | None = None) -> records.Record:
     path = self.root / key
-    wave = wfdb_io.read_record(path, self.sampling_rate)
-    ecg = records.check_signal(wave.ecg, str(path), self.sampling_rate, self.min_seconds)
+    wave = wfdb_io.read_record(path, self.sampling_rate, self.leads, self.lead_aliases,
+                               span=span)
+    ecg = records.check_signal(wave.ecg, str(path), self.sampling_rate, self.min_seconds,
+                               leads=self.leads)
     fields = header_fields(wave.comments)
     return records.Record(
         ecg=ecg, sampling_rate=self.sampling_rate, ecg_id=stable_id(key),
         patient_id=self._patient_id(key, fields), source=self.name, record_name=key,
-        age=_age(fields.get("age")), sex=_sex(fields.get("sex")))
+        age=age_from_text(fields.get("age")), sex=sex_from_text(fields.get("sex")))
