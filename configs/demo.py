@@ -1,5 +1,8 @@
 """The embedded demo: synthetic PTB-XL -> prepare -> pretrain (HL) -> probe, on 2 CPU cores.
 
+The probe (`config.evaluation`, a `configs/probe.py` config) runs on the checkpoint the
+pretraining leaves and writes its results under `{workdir}/probe`.
+
   python -m crema_jax.main --config configs/demo.py --workdir demo_output/run
 
 `configs/demo.py:test` is the still smaller variant the tests use.
@@ -8,6 +11,7 @@
 import ml_collections
 
 from configs import common
+from configs import probe
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
@@ -23,6 +27,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.optimizer.warmup_steps = 30
   config.log_every = 10
   config.checkpoint_every = 100
+  # The probe that follows pretraining (`checkpoint` is set to the demo's workdir).
+  config.evaluation = probe.get_config("quick")
+  config.evaluation.label_fractions = (1.0, 0.1)
+  config.evaluation.seeds = (0, 1)
 
   if arg == "test":
     config.demo_patients = 40
@@ -32,4 +40,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.log_every = 2
     config.checkpoint_every = 2
     config.progress_bar = False
+    config.evaluation.label_fractions = (1.0, 0.5)
+    config.evaluation.bootstrap = 20
+    config.evaluation.robustness = ("noise_snr10", "lead_I_only")
+    config.evaluation.probe.steps = 50
+    config.evaluation.num_reconstructions = 2
+    config.evaluation.progress_bar = False
   return config

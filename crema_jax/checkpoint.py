@@ -82,3 +82,13 @@ def abstract(tree: Any, shardings: Any) -> Any:
   """ShapeDtypeStructs of `tree` carrying `shardings`: the restore target."""
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                       tree, shardings)
+
+
+def restore_params(mngr: ocp.CheckpointManager, step: int, abstract_params: Any) -> Any:
+  """Only the model parameters of checkpoint `step` (no optimizer state, no iterator),
+  into the shapes and shardings of `abstract_params`: what a probe needs."""
+  restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+      item={"params": abstract_params}, partial_restore=True,
+      restore_args=ocp.checkpoint_utils.construct_restore_args(
+          {"params": abstract_params}))))
+  return restored["state"]["params"]

@@ -1,8 +1,11 @@
 """Entry point: `python -m crema_jax.main --config configs/X.py[:arg] --workdir DIR`.
 
 Overrides go after the config: `--config.model.emb_dim=512 --config.batch_size=128`.
-`config.mode` picks the job: "pretrain" or "demo" (pretrain, then probe).
+`config.mode` picks the job: "pretrain", "probe" / "finetune" (evaluate a checkpoint
+on PTB-XL) or "demo" (pretrain, then probe).
 """
+
+import pathlib
 
 from absl import app
 from absl import flags
@@ -25,9 +28,20 @@ def main(argv):
   if config.mode in ("pretrain", "demo"):
     train.train_and_evaluate(config, _WORKDIR.value)
     if config.mode == "demo":
-      evaluate.probe_pretrained_and_random(config, _WORKDIR.value)
+      evaluate.evaluate(demo_evaluation(config, _WORKDIR.value),
+                        pathlib.Path(_WORKDIR.value) / "probe")
+  elif config.mode in evaluate.MODES:
+    evaluate.evaluate(config, _WORKDIR.value)
   else:
-    raise app.UsageError(f"config.mode={config.mode!r}: expected 'pretrain' or 'demo'")
+    raise app.UsageError(f"config.mode={config.mode!r}: expected 'pretrain', 'demo', "
+                         f"{' or '.join(map(repr, evaluate.MODES))}")
+
+
+def demo_evaluation(config, workdir: str):
+  """The demo's probe config, pointed at the checkpoint the demo just wrote."""
+  evaluation = config.evaluation.copy_and_resolve_references()
+  evaluation.checkpoint = workdir
+  return evaluation
 
 
 if __name__ == "__main__":

@@ -1,0 +1,83 @@
+"""Encoder features of every ECG of some folds, computed once in sharded batches,
+optionally under a robustness shift of the raw signal."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+
+from crema_jax import models
+from crema_jax import sharding
+from crema_jax.data import pipeline
+from crema_jax.data import signal
+from crema_jax.data import storage
+from crema_jax.evaluation import shifts
+
+
+def raw_view_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config` with normalisation off, so the eval pipeline yields cropped millivolts
+  that a shift can act on before `normalize` does."""
+  raw = config.copy_and_resolve_references()
+  raw.unlock()
+  raw.data.normalize = "none"
+  return raw
+
+
+def views(config: ml_collections.ConfigDict, prepared: storage.PreparedSource,
+          folds: Sequence[int], batch_size: int, shift: str | None = None,
+          seed: int = 0):
+  """Yields the eval batches of `folds` (every ECG once, in order), with `view`
+  [b, seq_len, leads] shifted by `shifts.SHIFTS[shift]` and then normalised as the
+  model was trained. The shift's randomness is seeded per ECG position."""
+  normalize = config.data.normalize == "per_lead"
+  for batch in pipeline.eval_dataset(raw_view_config(config), prepared, folds,
+                                     batch_size):
+    x = batch["view"]
+    if shift is not None:
+      fn = shifts.SHIFTS[shift]
+      x = np.stack([fn(v, config.data.sampling_rate, np.random.default_rng((seed, p)))
+                    for v, p in zip(x, batch["position"])])
+    if normalize:
+      x = np.stack([signal.standardize_leads(v) for v in x])
+    batch["view"] = x.astype(np.float32)
+    yield batch
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def embed(model: models.CREMA, params: Any, x: jax.Array) -> jax.Array:
+  """Pooled features [b, emb] of whole signals x [b, time, leads] (one compile per
+  model and shape)."""
+  return model.apply({"params": params}, x, method=model.embed)
+
+
+def pad_to(x: np.ndarray, n: int) -> np.ndarray:
+  """Pads the leading dimension of `x` with zeros to `n`."""
+  return np.pad(x, [(0, n - len(x))] + [(0, 0)] * (x.ndim - 1))
+
+
+def extract_features(model: models.CREMA, params: Any, config: ml_collections.ConfigDict,
+                     prepared: storage.PreparedSource, folds: Sequence[int], mesh,
+                     *, batch_size: int = 64, shift: str | None = None,
+                     embed_fn=None) -> dict[str, np.ndarray]:
+  """Pooled encoder features of every ECG of `folds`.
+
+  Returns features [n, emb] float32, labels [n, 5], patient [n] (equal within a
+  patient), ecg_id [n], position [n] (index in the prepared source), in prepared order.
+  `embed_fn(params, x) -> [b, emb]` (jitted) replaces `embed` when given.
+  """
+  batch_size = -(-batch_size // mesh.size) * mesh.size  # Whole batches per device.
+  embed_fn = embed_fn or functools.partial(embed, model)
+  out = {"features": [], "labels": [], "patient": [], "ecg_id": [], "position": []}
+  for batch in views(config, prepared, folds, batch_size, shift, seed=config.seed):
+    n = len(batch["view"])
+    x = sharding.global_batch(mesh, {"view": pad_to(batch["view"], batch_size)})["view"]
+    out["features"].append(np.asarray(jax.device_get(embed_fn(params, x)))[:n])
+    for key in ("labels", "patient", "ecg_id", "position"):
+      out[key].append(batch[key])
+  if not out["features"]:
+    raise ValueError(f"{prepared.path}: no ECG in folds {tuple(folds)}")
+  return {k: np.concatenate(v) for k, v in out.items()}

@@ -1,0 +1,123 @@
+"""The figures people look at: ROC curves, reconstructions, an embedding map and the
+pretraining loss curves. Each function writes one PNG and returns its path."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # Files only; no display on a TPU VM or in CI.
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import numpy as np
+from sklearn import metrics as skmetrics
+
+from crema_jax.data import records
+
+
+def _save(fig, path: str | pathlib.Path) -> pathlib.Path:
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def roc_curves(curves: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]],
+               path: str | pathlib.Path) -> pathlib.Path:
+  """One panel per task, one curve per encoder.
+
+  Args:
+    curves: {encoder: {task: (labels [n], scores [n])}} on the test fold.
+  """
+  tasks = list(next(iter(curves.values())))
+  fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3.4), squeeze=False)
+  for ax, task in zip(axes[0], tasks):
+    for encoder, by_task in curves.items():
+      labels, scores = by_task[task]
+      if 0 < labels.sum() < len(labels):
+        fpr, tpr, _ = skmetrics.roc_curve(labels, scores)
+        auc = skmetrics.roc_auc_score(labels, scores)
+        ax.plot(fpr, tpr, label=f"{encoder} ({auc:.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    ax.set(title=task, xlabel="false positive rate", ylabel="true positive rate",
+           xlim=(0, 1), ylim=(0, 1))
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize=7, loc="lower right")
+  return _save(fig, path)
+
+
+def reconstructions(x: np.ndarray, masked_time: np.ndarray, recon: np.ndarray,
+                    sampling_rate: float, path: str | pathlib.Path,
+                    leads: Sequence[str] = ("II", "V2"),
+                    titles: Sequence[str] | None = None) -> pathlib.Path:
+  """Original, masked spans and reconstruction, a row per ECG and a column per lead.
+
+  Args:
+    x: [n, time, 12] normalised input ECGs.
+    masked_time: [n, time, 12] bool, True where the model saw nothing.
+    recon: [n, time, 12] the decoder's output (valid where masked).
+  """
+  n = len(x)
+  fig, axes = plt.subplots(n, len(leads), figsize=(6 * len(leads), 1.9 * n),
+                           squeeze=False)
+  t = np.arange(x.shape[1]) / sampling_rate
+  for i in range(n):
+    for j, lead in enumerate(leads):
+      k = records.LEADS.index(lead)
+      ax = axes[i, j]
+      ax.plot(t, x[i, :, k], color="black", linewidth=0.7, label="original")
+      shown = np.where(masked_time[i, :, k], recon[i, :, k], np.nan)
+      ax.plot(t, shown, color="tab:red", linewidth=0.8, label="reconstruction")
+      ax.fill_between(t, 0, 1, where=masked_time[i, :, k], color="tab:red", alpha=0.08,
+                      transform=ax.get_xaxis_transform(), label="masked")
+      title = f"lead {lead}" + (f" - {titles[i]}" if titles else "")
+      ax.set_title(title, fontsize=8)
+      ax.tick_params(labelsize=7)
+  axes[0, 0].legend(fontsize=7, loc="upper right")
+  axes[-1, 0].set_xlabel("seconds")
+  return _save(fig, path)
+
+
+def pca(features: np.ndarray, n: int = 2) -> np.ndarray:
+  """[samples, dim] -> [samples, n]: projections on the top principal components."""
+  centred = features - features.mean(0)
+  _, _, vt = np.linalg.svd(centred, full_matrices=False)
+  return centred @ vt[:n].T
+
+
+def embedding_map(features: np.ndarray, labels: np.ndarray,
+                  path: str | pathlib.Path, title: str = "") -> pathlib.Path:
+  """A 2-D PCA of [n, emb] features, coloured by superclass (an ECG with several
+  classes takes its first non-NORM one)."""
+  xy = pca(features)
+  fig, ax = plt.subplots(figsize=(5, 4.5))
+  order = (1, 2, 3, 4, 0)  # Pathologies before NORM.
+  first = np.full(len(labels), -1)
+  for k in reversed(order):
+    first = np.where(labels[:, k] > 0, k, first)
+  for k, name in enumerate(records.SUPERCLASSES):
+    sel = first == k
+    if sel.any():
+      ax.scatter(xy[sel, 0], xy[sel, 1], s=8, alpha=0.7, label=name)
+  if (first < 0).any():
+    ax.scatter(xy[first < 0, 0], xy[first < 0, 1], s=8, alpha=0.5, color="grey",
+               label="none")
+  ax.set(xlabel="PC 1", ylabel="PC 2", title=title)
+  ax.legend(fontsize=7, markerscale=2)
+  return _save(fig, path)
+
+
+def loss_curves(rows: Sequence[Mapping[str, float]],
+                path: str | pathlib.Path) -> pathlib.Path:
+  """Pretraining loss and its parts against the step, from `metrics.jsonl` rows."""
+  keys = [k for k in rows[0] if k == "loss" or k.startswith("loss_")]
+  steps = [row["step"] for row in rows]
+  fig, ax = plt.subplots(figsize=(6, 3.8))
+  for key in keys:
+    ax.plot(steps, [row.get(key, np.nan) for row in rows], label=key)
+  ax.set(xlabel="step", ylabel="loss", title="pretraining")
+  ax.legend(fontsize=8)
+  return _save(fig, path)
