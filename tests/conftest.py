@@ -37,3 +37,15 @@ def demo_config(tmp_path_factory):
                                   seed=0)
   prepare.prepare_from_config(config.data, show_progress=False)
   return config
+
+
+@pytest.fixture(scope="session")
+def pretrained(demo_config, tmp_path_factory):
+  """(config, workdir) of a 2-step pretraining run on the demo data, with checkpoints."""
+  from crema_jax import train  # pylint: disable=g-import-not-at-top
+
+  workdir = tmp_path_factory.mktemp("pretrained")
+  config = demo_config.copy_and_resolve_references()
+  config.total_steps = 2
+  train.train_and_evaluate(config, workdir)
+  return config, workdir

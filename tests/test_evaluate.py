@@ -167,15 +167,6 @@ def test_layer_wise_lr_decay_multipliers():
 
 
 # ------------------------------------------------------- from a pretraining run
-@pytest.fixture(scope="module")
-def pretrained(demo_config, tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("probe_run")
-  config = demo_config.copy_and_resolve_references()
-  config.total_steps = 2
-  train.train_and_evaluate(config, workdir)
-  return config, workdir
-
-
 def _eval_config(config: ml_collections.ConfigDict, workdir, **overrides):
   evaluation = config.evaluation.copy_and_resolve_references()
   evaluation.checkpoint = str(workdir)
