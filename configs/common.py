@@ -39,6 +39,12 @@ def data_config() -> ml_collections.ConfigDict:
   c.window_seconds = 0.0        # > 0: cut records longer than long_seconds into windows
   c.window_stride_seconds = 0.0  # of this length every stride (0: stride = window).
   c.long_seconds = 60.0
+  # A mixed corpus (data.source = "corpus", see configs/corpus.py): {name: {reader,
+  # raw_dir, weight, other data fields}}; empty for a single source.
+  c.corpus = ml_collections.ConfigDict()
+  # Leakage guard: with a PTB-XL folder here, prepare leaves out records that are (or
+  # copy) PTB-XL ECGs of exclude_folds (() = all ten) and says so in the manifest.
+  c.leakage = ml_collections.ConfigDict({"ptbxl_dir": "", "exclude_folds": ()})
   # Input pipeline.
   c.seq_len = 5000              # Samples per view (10 s at 500 Hz).
   c.normalize = "per_lead"      # "per_lead" (per-record standardisation) or "none".

@@ -33,6 +33,15 @@ def select(prepared: storage.PreparedSource, folds: Sequence[int]) -> np.ndarray
   return np.flatnonzero(np.isin(prepared.index["fold"], np.asarray(folds)))
 
 
+def select_pretrain(prepared: storage.PreparedSource, folds: Sequence[int]) -> np.ndarray:
+  """Positions of a corpus member's pretraining records: those in `folds` plus every
+  record without a fold (0: sources other than PTB-XL); all when `folds` is empty."""
+  if not len(folds):
+    return np.arange(len(prepared), dtype=np.int64)
+  fold = prepared.index["fold"]
+  return np.flatnonzero((fold == 0) | np.isin(fold, np.asarray(folds)))
+
+
 def patient_keys(patient_ids: np.ndarray) -> np.ndarray:
   """[n] int32 keys, equal exactly where the int64 patient ids are equal."""
   return np.unique(patient_ids, return_inverse=True)[1].astype(np.int32)
@@ -47,6 +56,7 @@ class PatientIndex:
     counts = np.bincount(keys)
     self._starts = np.concatenate([[0], np.cumsum(counts)])
     self._keys = keys
+    self.num_patients = len(counts)
 
   def key(self, i: int) -> int:
     return int(self._keys[i])
@@ -119,12 +129,17 @@ class PretrainViews(grain.transforms.RandomMap):
   """
 
   def __init__(self, subset: SubsetSource, spec: ViewSpec,
-               augment_config: ml_collections.ConfigDict, patient_pairs: bool):
+               augment_config: ml_collections.ConfigDict, patient_pairs: bool,
+               patient_offset: int = 0, position_offset: int = 0):
     self._subset = subset
     self._patients = subset.patients
     self._spec = spec
     self._augment = augment_config
     self._patient_pairs = patient_pairs
+    # In a mixed corpus: keys past the previous sources' patients, and positions in
+    # the corpus (the members' sources one after another).
+    self._patient_offset = patient_offset
+    self._position_offset = position_offset
 
   def _view(self, ecg: np.ndarray, rng: np.random.Generator):
     """-> (x [seq_len, leads], ids_keep [K], ids_masked [M])."""
@@ -137,9 +152,9 @@ class PretrainViews(grain.transforms.RandomMap):
     others = self._patients.others(i) if self._patient_pairs else ()
     partner = self._subset[int(rng.choice(others))] if len(others) else element
     out = {"has_pair": np.bool_(len(others) > 0),
-           "patient": np.int32(self._patients.key(i)),
-           "position": np.int64(element["position"]),
-           "pair_position": np.int64(partner["position"])}
+           "patient": np.int32(self._patients.key(i) + self._patient_offset),
+           "position": np.int64(element["position"] + self._position_offset),
+           "pair_position": np.int64(partner["position"] + self._position_offset)}
     for name, ecg in (("1", element["ecg"]), ("2", element["ecg"]),
                       ("_pair", partner["ecg"])):
       x, out[f"keep{name}"], out[f"masked{name}"] = self._view(ecg, rng)
@@ -174,18 +189,47 @@ def pretrain_dataset(config: ml_collections.ConfigDict, prepared: storage.Prepar
     raise ValueError(f"batch_size={config.batch_size} is not divisible by "
                      f"{process_count} processes")
   data = config.data
-  subset = SubsetSource(prepared, select(prepared, data.pretrain_folds))
-  if len(subset) < process_count:
-    raise ValueError(f"{prepared.path}: {len(subset)} records for {process_count} "
-                     "processes")
-  views = PretrainViews(subset, ViewSpec.from_config(config), data.augment,
-                        data.patient_pairs)
-  ds = grain.MapDataset.source(subset)
-  ds = ds[process_index::process_count]
-  ds = ds.shuffle(seed=data.shuffle_seed).repeat()
-  ds = ds.random_map(views, seed=data.shuffle_seed + 1)
+  if prepared.members:
+    ds = _mixed_views(config, prepared, process_index, process_count)
+  else:
+    subset = SubsetSource(prepared, select(prepared, data.pretrain_folds))
+    ds = _member_views(config, subset, process_index, process_count,
+                       seed=data.shuffle_seed, path=prepared.path)
   ds = ds.batch(config.batch_size // process_count, drop_remainder=True)
   return _iterate(ds, data)
+
+
+def _member_views(config, subset: SubsetSource, process_index: int, process_count: int,
+                  seed: int, path, patient_offset: int = 0,
+                  position_offset: int = 0) -> grain.MapDataset:
+  """This process's slice of `subset`, shuffled, repeated, as PretrainViews examples."""
+  if len(subset) < process_count:
+    raise ValueError(f"{path}: {len(subset)} records for {process_count} processes")
+  views = PretrainViews(subset, ViewSpec.from_config(config), config.data.augment,
+                        config.data.patient_pairs, patient_offset, position_offset)
+  ds = grain.MapDataset.source(subset)
+  ds = ds[process_index::process_count]
+  ds = ds.shuffle(seed=seed).repeat()
+  return ds.random_map(views, seed=seed + 1)
+
+
+def _mixed_views(config, corpus: storage.PreparedSource, process_index: int,
+                 process_count: int) -> grain.MapDataset:
+  """The corpus members' view streams mixed by weight (`MapDataset.mix`).
+
+  Each member is shuffled and repeated on its own, so the mix keeps its proportions
+  whatever the members' sizes; patients pair only within their member, and patient
+  keys are offset per member so that they never collide across sources.
+  """
+  streams, patient_offset = [], 0
+  for m, member in enumerate(corpus.members):
+    subset = SubsetSource(member, select_pretrain(member, config.data.pretrain_folds))
+    streams.append(_member_views(
+        config, subset, process_index, process_count,
+        seed=config.data.shuffle_seed + 1000 * m, path=member.path,
+        patient_offset=patient_offset, position_offset=int(corpus.starts[m])))
+    patient_offset += subset.patients.num_patients
+  return grain.MapDataset.mix(streams, [float(w) for w in corpus.weights])
 
 
 class EvalView(grain.transforms.Map):

@@ -1,11 +1,16 @@
-"""Converts a raw ECG source into sharded ArrayRecord files (see `storage`).
+"""Converts a raw ECG source, or a corpus of several, into sharded ArrayRecord files.
 
   python -m crema_jax.data.prepare --config configs/demo.py \
       --config.data.raw_dir=/data/ptb-xl-1.0.3 --config.data.data_dir=/data/prepared
+  python -m crema_jax.data.prepare --config configs/corpus.py \
+      --config.data.corpus.code15.raw_dir=/data/code15 ... (see configs/corpus.py)
 
-Shards are written by `data.prepare_workers` processes. A finished shard leaves a marker,
-so re-running after an interruption only writes the missing shards. Records that cannot
-be read are skipped and listed, with the reason, in `manifest.json`.
+Shards are written by `data.prepare_workers` processes, each streaming its records
+(one in memory at a time). A finished shard leaves a marker, so re-running after an
+interruption only writes the missing shards, and a corpus writes each source's shards
+once. Records that cannot be read are skipped and listed, with the reason, in
+`manifest.json`; with a PTB-XL reference (`data.leakage.ptbxl_dir`) records matching
+PTB-XL evaluation ECGs are excluded and counted there too (see `leakage`).
 """
 
 from __future__ import annotations
@@ -25,17 +30,26 @@ import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
 
+from crema_jax.data import leakage
 from crema_jax.data import records
 from crema_jax.data import sources
 from crema_jax.data import storage
 
 _PROGRESS_DIR = "_progress"
-_SOURCE: records.Source | None = None  # The reader, built once per worker process.
+_LEAKAGE_DIR = "_leakage"
+# The reader and the leakage matcher, set once per worker process.
+_SOURCE: records.Source | None = None
+_EXCLUSION: leakage.Exclusion | None = None
 
 
-def _init_worker(source: records.Source) -> None:
-  global _SOURCE
-  _SOURCE = source
+def _init_worker(source: records.Source,
+                 exclusion: leakage.Exclusion | None = None) -> None:
+  global _SOURCE, _EXCLUSION
+  _SOURCE, _EXCLUSION = source, exclusion
+
+
+def _num_leads(source: records.Source) -> int:
+  return len(getattr(source, "leads", records.LEADS))
 
 
 def _write_json_atomic(path: pathlib.Path, payload) -> None:
@@ -50,8 +64,9 @@ def _write_shard(task: tuple[int, int, list[str], str]) -> tuple[int, int]:
   out_dir = pathlib.Path(out_dir)
   path = out_dir / storage.shard_filename(_SOURCE.name, shard, num_shards)
   tmp = path.with_name(path.name + ".tmp")
+  features = storage.features(_num_leads(_SOURCE))
   writer = array_record_module.ArrayRecordWriter(str(tmp), "group_size:1")
-  rows, skipped = [], []
+  rows, skipped, matches, notes = [], [], [], {}
   for key in keys:
     try:
       record = _SOURCE.read(key)
@@ -63,12 +78,20 @@ def _write_shard(task: tuple[int, int, list[str], str]) -> tuple[int, int]:
       # record must not stop a million-record run, so it is reported like the rest.
       skipped.append({"key": key, "path": key, "reason": f"{type(e).__name__}: {e}"})
       continue
-    writer.write(storage.FEATURES.serialize_example(record.to_example()))
+    for note in record.notes:
+      notes[note] = notes.get(note, 0) + 1
+    match = _EXCLUSION.check(record) if _EXCLUSION is not None else None
+    if match is not None:
+      matches.append({"key": key, **match})
+      if match["excluded"]:
+        continue
+    writer.write(features.serialize_example(record.to_example()))
     rows.append(storage.index_row(record))
   writer.close()
   os.replace(tmp, path)
   _write_json_atomic(out_dir / _PROGRESS_DIR / f"shard-{shard:05d}.json",
-                     {"num_records": len(rows), "index": rows, "skipped": skipped})
+                     {"num_records": len(rows), "index": rows, "skipped": skipped,
+                      "leakage_matches": matches, "notes": notes})
   return shard, len(keys)
 
 
@@ -88,8 +111,15 @@ def _check_settings(out_dir: pathlib.Path, settings: dict) -> None:
 
 def prepare(source: records.Source, data_dir: str | pathlib.Path, *,
             records_per_shard: int = 1000, num_workers: int = 2,
-            show_progress: bool = True) -> dict:
-  """Writes `source` as a prepared dataset under `data_dir`; returns the manifest."""
+            show_progress: bool = True,
+            exclusion: leakage.Exclusion | None = None,
+            reader: str | None = None) -> dict:
+  """Writes `source` as a prepared dataset under `data_dir`; returns the manifest.
+
+  exclusion: matches records against PTB-XL; matches in its excluded folds are left
+    out and listed in the manifest's `leakage` entry.
+  reader: the registry name of the source's reader, recorded in the manifest.
+  """
   start = time.perf_counter()
   keys = list(source.keys())
   if not keys:
@@ -97,11 +127,17 @@ def prepare(source: records.Source, data_dir: str | pathlib.Path, *,
   out_dir = storage.dataset_dir(data_dir, source.name)
   (out_dir / _PROGRESS_DIR).mkdir(parents=True, exist_ok=True)
   num_shards = -(-len(keys) // records_per_shard)
-  _check_settings(out_dir, {
+  settings = {
       "source": source.name, "root": str(getattr(source, "root", "")),
       "sampling_rate": int(getattr(source, "sampling_rate", 0)),
       "num_keys": len(keys), "records_per_shard": records_per_shard,
-      "first_key": keys[0], "last_key": keys[-1]})
+      "first_key": keys[0], "last_key": keys[-1]}
+  leads = tuple(getattr(source, "leads", records.LEADS))
+  if leads != records.LEADS:
+    settings["leads"] = list(leads)
+  if exclusion is not None:
+    settings["leakage"] = exclusion.settings()
+  _check_settings(out_dir, settings)
 
   tasks = [(i, num_shards, keys[i * records_per_shard:(i + 1) * records_per_shard],
             str(out_dir)) for i in range(num_shards)
@@ -113,30 +149,39 @@ def prepare(source: records.Source, data_dir: str | pathlib.Path, *,
   with tqdm.tqdm(total=todo, unit="rec", desc=f"prepare {source.name}",
                  disable=not show_progress or not tasks) as bar:
     if num_workers <= 1 or len(tasks) <= 1:
-      _init_worker(source)
-      for task in tasks:
-        bar.update(_write_shard(task)[1])
+      _init_worker(source, exclusion)
+      try:
+        for task in tasks:
+          bar.update(_write_shard(task)[1])
+      finally:
+        _init_worker(None, None)
     else:
       ctx = multiprocessing.get_context("spawn")
       with ctx.Pool(min(num_workers, len(tasks)), initializer=_init_worker,
-                    initargs=(source,)) as pool:
+                    initargs=(source, exclusion)) as pool:
         for _, done in pool.imap_unordered(_write_shard, tasks):
           bar.update(done)
   seconds = time.perf_counter() - start
-  return _finalize(source, out_dir, num_shards, todo, seconds)
+  return _finalize(source, out_dir, num_shards, todo, seconds, exclusion, reader)
 
 
 def _finalize(source: records.Source, out_dir: pathlib.Path, num_shards: int,
-              records_read: int, seconds: float) -> dict:
+              records_read: int, seconds: float,
+              exclusion: leakage.Exclusion | None = None,
+              reader: str | None = None) -> dict:
   """Merges the shard markers into TFDS metadata, `index.npz` and `manifest.json`."""
-  shard_lengths, rows, skipped = [], [], []
+  shard_lengths, rows, skipped, matches, notes = [], [], [], [], {}
   for shard in range(num_shards):
     marker = json.loads((out_dir / _PROGRESS_DIR / f"shard-{shard:05d}.json").read_text())
     shard_lengths.append(marker["num_records"])
     rows.extend(marker["index"])
     skipped.extend(marker["skipped"])
+    matches.extend(marker.get("leakage_matches", []))
+    for note, count in marker.get("notes", {}).items():
+      notes[note] = notes.get(note, 0) + count
+  leads = tuple(getattr(source, "leads", records.LEADS))
   tfds.folder_dataset.write_metadata(
-      data_dir=out_dir, features=storage.FEATURES,
+      data_dir=out_dir, features=storage.features(len(leads)),
       split_infos=[tfds.core.SplitInfo(name=storage.SPLIT, shard_lengths=shard_lengths,
                                        num_bytes=0)],
       filename_template=storage.FILENAME_TEMPLATE, check_data=False,
@@ -145,8 +190,10 @@ def _finalize(source: records.Source, out_dir: pathlib.Path, num_shards: int,
   np.savez(out_dir / "index.npz", **index)
   manifest = {
       "source": source.name,
+      "source_reader": reader or source.name,
       "root": str(getattr(source, "root", "")),
       "sampling_rate": int(getattr(source, "sampling_rate", 0)),
+      "leads": list(leads),
       "num_records": len(rows),
       "num_patients": int(len(np.unique(index["patient_id"]))),
       "num_skipped": len(skipped),
@@ -159,7 +206,108 @@ def _finalize(source: records.Source, out_dir: pathlib.Path, num_shards: int,
       "records_read_this_run": records_read,
       "seconds_this_run": round(seconds, 3),
       "records_per_second": round(records_read / seconds, 1) if records_read else None,
+      "notes": dict(sorted(notes.items(), key=lambda item: -item[1])),
+      "leakage": leakage.summarize(matches, exclusion),
+      "leakage_matches": matches,
       "skipped": skipped,
+  }
+  _write_json_atomic(out_dir / "manifest.json", manifest)
+  return manifest
+
+
+def _reference(data_config: ml_collections.ConfigDict,
+               show_progress: bool) -> leakage.Reference | None:
+  """The PTB-XL fingerprints named by `data.leakage.ptbxl_dir` (None when unset)."""
+  settings = data_config.get("leakage")
+  if settings is None or not settings.get("ptbxl_dir"):
+    return None
+  cache = (pathlib.Path(data_config.data_dir) / _LEAKAGE_DIR /
+           f"ptbxl-{data_config.sampling_rate}hz.npz")
+  return leakage.build_reference(settings.ptbxl_dir, data_config.sampling_rate, cache,
+                                 show_progress)
+
+
+def _prepare_one(data_config, reference, show_progress) -> dict:
+  source = sources.build_source(data_config)
+  exclusion = None
+  if reference is not None:
+    exclusion = leakage.Exclusion(reference, data_config.leakage.exclude_folds,
+                                  data_config.source,
+                                  getattr(source, "leads", records.LEADS))
+  return prepare(source, data_config.data_dir,
+                 records_per_shard=data_config.records_per_shard,
+                 num_workers=data_config.prepare_workers, show_progress=show_progress,
+                 exclusion=exclusion, reader=data_config.source)
+
+
+def corpus_members(data_config: ml_collections.ConfigDict
+                   ) -> list[tuple[str, float, ml_collections.ConfigDict]]:
+  """(name, weight, member data config) of each corpus source with a raw_dir.
+
+  A member's data config is the corpus's `data` with the member's fields on top:
+  source = its `reader`, name = its key in `data.corpus`, raw_dir, and any other data
+  field it sets (window_seconds, min_seconds, ...).
+  """
+  members = []
+  for name, member in data_config.corpus.items():
+    if not member.get("raw_dir"):
+      continue
+    if member.get("weight", 1.0) <= 0:
+      raise ValueError(f"data.corpus.{name}.weight={member.weight} must be positive")
+    config = ml_collections.ConfigDict(data_config.to_dict())
+    del config["corpus"]
+    config.source, config.name = member.reader, name
+    for field, value in member.items():
+      if field not in ("reader", "weight"):
+        config[field] = value
+    members.append((name, float(member.get("weight", 1.0)), config))
+  if not members:
+    raise ValueError("data.corpus has no source with a raw_dir: set "
+                     f"--config.data.corpus.<name>.raw_dir (names: "
+                     f"{', '.join(data_config.corpus.keys())})")
+  if data_config.name in [m[0] for m in members]:
+    raise ValueError(f"data.name={data_config.name!r} is also a corpus source name")
+  return members
+
+
+def prepare_corpus(data_config: ml_collections.ConfigDict,
+                   show_progress: bool = True) -> dict:
+  """Prepares each corpus source (once: finished shards are kept) and writes the corpus
+  manifest `{data_dir}/{name}/{VERSION}/manifest.json` that `storage.PreparedSource`
+  opens as one mixed dataset."""
+  members = corpus_members(data_config)
+  for _, _, member in members:  # Check every folder before any long work.
+    sources.build_source(member)
+  reference = _reference(data_config, show_progress)
+  manifests = {name: _prepare_one(member, reference, show_progress)
+               for name, _, member in members}
+  out_dir = storage.dataset_dir(data_config.data_dir, data_config.name)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  excluded = {name: (m["leakage"] or {}).get("num_excluded", 0)
+              for name, m in manifests.items()}
+  manifest = {
+      "kind": "corpus",
+      "source": data_config.name,
+      "sampling_rate": int(data_config.sampling_rate),
+      "members": [{"name": name, "reader": member.source, "weight": weight,
+                   "root": str(member.raw_dir),
+                   "num_records": manifests[name]["num_records"],
+                   "num_patients": manifests[name]["num_patients"],
+                   "num_skipped": manifests[name]["num_skipped"]}
+                  for name, weight, member in members],
+      "num_records": sum(m["num_records"] for m in manifests.values()),
+      "num_patients": sum(m["num_patients"] for m in manifests.values()),
+      "num_skipped": sum(m["num_skipped"] for m in manifests.values()),
+      "label_counts": {c: sum(m["label_counts"][c] for m in manifests.values())
+                       for c in records.SUPERCLASSES},
+      "leakage": None if reference is None else {
+          "reference": reference.root, "reference_records": len(reference),
+          "exclude_folds": list(leakage.Exclusion(
+              reference, data_config.leakage.exclude_folds, "").exclude_folds),
+          "num_excluded": sum(excluded.values()),
+          "excluded_from": excluded},
+      "skipped": [dict(item, source=name) for name, m in manifests.items()
+                  for item in m["skipped"]],
   }
   _write_json_atomic(out_dir / "manifest.json", manifest)
   return manifest
@@ -167,18 +315,30 @@ def _finalize(source: records.Source, out_dir: pathlib.Path, num_shards: int,
 
 def prepare_from_config(data_config: ml_collections.ConfigDict,
                         show_progress: bool = True) -> dict:
-  """Builds the configured reader (checking the folder) and prepares it."""
-  source = sources.build_source(data_config)
-  return prepare(source, data_config.data_dir,
-                 records_per_shard=data_config.records_per_shard,
-                 num_workers=data_config.prepare_workers, show_progress=show_progress)
+  """Builds the configured reader (checking the folder) and prepares it; a corpus
+  (`data.source == "corpus"`) prepares each of its sources."""
+  if data_config.source == "corpus":
+    return prepare_corpus(data_config, show_progress)
+  return _prepare_one(data_config, _reference(data_config, show_progress),
+                      show_progress)
 
 
 def summarize(manifest: dict) -> str:
   lines = [f"{manifest['source']}: {manifest['num_records']} records of "
            f"{manifest['num_patients']} patients, {manifest['num_skipped']} skipped"]
+  for member in manifest.get("members", []):
+    lines.append(f"  {member['name']} ({member['reader']}, weight {member['weight']:g}):"
+                 f" {member['num_records']} records, {member['num_skipped']} skipped")
   lines.append("  labels: " + ", ".join(f"{k} {v}" for k, v in
                                         manifest["label_counts"].items()))
+  if manifest.get("leakage"):
+    excluded = manifest["leakage"]
+    where = excluded.get("excluded_from") or excluded.get("excluded_by") or {}
+    lines.append(f"  excluded as PTB-XL folds {excluded['exclude_folds']}: "
+                 f"{excluded['num_excluded']} "
+                 f"({', '.join(f'{k} {v}' for k, v in where.items()) or 'none'})")
+  for note, count in list(manifest.get("notes", {}).items())[:5]:
+    lines.append(f"  note: {note} ({count} records)")
   for item in manifest["skipped"][:10]:
     lines.append(f"  skipped {item['path']}: {item['reason']}")
   if manifest["num_skipped"] > 10:
