@@ -2,16 +2,24 @@
 
 `{workdir}/checkpoints/{step}/` holds three items:
 - `state`: the train state pytree (sharded arrays are saved and restored sharded),
-- `data`: this process's Grain iterator state (one file per process),
+- `data`: the Grain iterator state of every process (`process_{i}-of-{n}.json`, each
+  written by its own process; in a multi-host job every process calls `save`),
 - `config`: the run's config as JSON.
 The manager keeps the latest `keep` checkpoints plus the one with the lowest loss.
+
+A run resumes on any number of devices (Orbax reshards the state), but only with the
+number of processes that wrote the checkpoint: each process reads its own slice of the
+records, so the data positions of n processes do not map onto m != n. `restore` refuses
+that with a message rather than silently restarting the data stream.
 """
 
 from __future__ import annotations
 
 import pathlib
+import re
 from typing import Any
 
+from etils import epath
 import grain
 import jax
 import ml_collections
@@ -63,9 +71,36 @@ def restore(mngr: ocp.CheckpointManager, abstract_state: Any,
     return None
   items = {"state": ocp.args.StandardRestore(abstract_state)}
   if data_iterator is not None:
+    check_process_count(mngr, step)
     items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
   restored = mngr.restore(step, args=ocp.args.Composite(**items))
   return step, restored["state"]
+
+
+def saved_process_count(mngr: ocp.CheckpointManager, step: int) -> int | None:
+  """How many processes wrote checkpoint `step`'s data-iterator states (None: no
+  data item)."""
+  data_dir = epath.Path(mngr.directory) / str(step) / "data"
+  if not data_dir.exists():
+    return None
+  counts = {int(m.group(1)) for f in data_dir.iterdir()
+            if (m := re.fullmatch(r"process_\d+-of-(\d+)\.json", f.name))}
+  if len(counts) != 1:
+    raise ValueError(f"{data_dir}: expected process_<i>-of-<n>.json files of one n, "
+                     f"found {sorted(f.name for f in data_dir.iterdir())}")
+  return counts.pop()
+
+
+def check_process_count(mngr: ocp.CheckpointManager, step: int) -> None:
+  """Refuses to resume checkpoint `step` with another number of processes."""
+  written = saved_process_count(mngr, step)
+  if written is not None and written != jax.process_count():
+    raise ValueError(
+        f"checkpoint step {step} in {mngr.directory} was written by {written} "
+        f"process(es); this run has {jax.process_count()}. Each process reads its own "
+        f"slice of the data, so the input position cannot be carried over: restart "
+        f"with {written} process(es) (any number of devices each), or start a new "
+        "workdir (train.restore_params reads the weights on any topology).")
 
 
 def restore_config(mngr: ocp.CheckpointManager,

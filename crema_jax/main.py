@@ -3,6 +3,8 @@
 Overrides go after the config: `--config.model.emb_dim=512 --config.batch_size=128`.
 `config.mode` picks the job: "pretrain", "probe" / "finetune" (evaluate a checkpoint
 on PTB-XL) or "demo" (pretrain, then probe).
+Multi-host (TPU pod, SLURM, `launch/local_multiprocess.sh`): the same command on every
+host; `jax.distributed` starts first (see crema_jax/distributed.py and --distributed).
 """
 
 import pathlib
@@ -12,18 +14,35 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from crema_jax import distributed
 from crema_jax import evaluate
 from crema_jax import train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and logs.")
+_DISTRIBUTED = flags.DEFINE_enum(
+    "distributed", "auto", distributed.MODES,
+    "jax.distributed.initialize(): auto = when a multi-process setting is found "
+    "(these flags, JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID, SLURM, "
+    "a Cloud TPU VM); on = always; off = never.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "host:port of process 0 (multi-process runs).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_LOCAL_DEVICES = flags.DEFINE_string(
+    "local_device_ids", None, "Comma-separated accelerator ids this process uses "
+    "(e.g. 0,1,2,3 for one process per GPU node under SLURM); default: JAX's choice.")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)  # Orbax logs every file at INFO.
+  distributed.initialize(
+      _DISTRIBUTED.value, coordinator_address=_COORDINATOR.value,
+      num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,
+      local_device_ids=distributed.parse_device_ids(_LOCAL_DEVICES.value))
   config = _CONFIG.value
   if config.mode in ("pretrain", "demo"):
     train.train_and_evaluate(config, _WORKDIR.value)

@@ -27,6 +27,7 @@ import optax
 import tqdm
 
 from crema_jax import checkpoint
+from crema_jax import distributed
 from crema_jax import losses
 from crema_jax import masking
 from crema_jax import metrics
@@ -130,6 +131,7 @@ def prepared_source(config: ml_collections.ConfigDict) -> storage.PreparedSource
   manifest = storage.dataset_dir(data.data_dir, data.name) / "manifest.json"
   if not manifest.is_file() and jax.process_index() == 0:
     print(prepare.summarize(prepare.prepare_from_config(data)))
+  distributed.barrier("prepared data")  # Other processes wait for process 0 to write it.
   return storage.PreparedSource(data.data_dir, data.name)
 
 
@@ -193,18 +195,33 @@ def make_train_step(model, optimizer, config, state_shardings, mesh):
 
 # -------------------------------------------------------------------------- loop
 class _Preemption:
-  """Turns SIGTERM into a flag the loop checks after each step."""
+  """Preemption notices, checked once after each step.
+
+  In a `jax.distributed` job JAX's preemption service owns SIGTERM (TPU VMs and SLURM
+  send it before evicting a host): it tells every process the same step at which to
+  save (`reached_preemption_sync_point`), so all of them write one checkpoint together.
+  In a single process SIGTERM sets a flag.
+  """
 
   def __init__(self):
     self.requested = False
-    self._previous = signal_lib.signal(signal_lib.SIGTERM, self._handle)
+    self._multiprocess = distributed.is_initialized()
+    if not self._multiprocess:
+      self._previous = signal_lib.signal(signal_lib.SIGTERM, self._handle)
 
   def _handle(self, signum, frame):
     del signum, frame
     self.requested = True
 
+  def reached(self, step: int) -> bool:
+    """Whether to save and stop after `step` (call at every step, on every process)."""
+    if self._multiprocess:
+      return distributed.reached_preemption_sync_point(step)
+    return self.requested
+
   def restore(self):
-    signal_lib.signal(signal_lib.SIGTERM, self._previous)
+    if not self._multiprocess:
+      signal_lib.signal(signal_lib.SIGTERM, self._previous)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
@@ -262,12 +279,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   last_saved = start_step
   bar = tqdm.tqdm(total=config.total_steps, initial=start_step, unit="step",
                   disable=not is_main or not config.progress_bar, desc="pretrain")
+  # Processes meet before the first step: its collectives give up after 30 s on CPU.
+  distributed.barrier("training loop")
   try:
     for step in range(start_step + 1, config.total_steps + 1):
       batch = sharding.global_batch(mesh, next(data_iter))
       state, step_metrics = train_step(state, batch)
       window.append(step_metrics)
-      preempted = preemption.requested  # Read once: a later signal waits a step.
+      preempted = preemption.reached(step)  # Once: a later signal waits a step.
       is_log_step = step % config.log_every == 0 or step == config.total_steps
       wants_save = (step % config.checkpoint_every == 0 or step == config.total_steps
                     or preempted)
@@ -298,7 +317,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       bar.update(1)
       if preempted:
         if is_main:
-          print(f"SIGTERM: saved step {last_saved}, exiting")
+          print(f"SIGTERM (preemption): saved step {last_saved}, exiting")
         break
   finally:
     bar.close()
