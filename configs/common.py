@@ -52,6 +52,7 @@ def data_config() -> ml_collections.ConfigDict:
   c.train_folds = (1, 2, 3, 4, 5, 6, 7, 8)
   c.val_folds = (9,)
   c.test_folds = (10,)
+  c.eval_leads = ()             # Evaluate on these leads only, others zeroed (() = all).
   c.patient_pairs = True        # Pair each ECG with another of the same patient.
   c.shuffle_seed = 0
   c.worker_count = 0            # Grain worker processes (0: threads in-process).

@@ -51,8 +51,6 @@ def test_config_errors(tmp_path):
     sources.build_source(_config(source="edf", raw_dir=str(tmp_path)))
   with pytest.raises(ValueError, match="raw_dir is empty"):
     sources.build_source(_config(source="wfdb"))
-  with pytest.raises(ValueError, match="12-lead records only"):
-    sources.build_source(_config(source="ptbxl", raw_dir=str(tmp_path), leads=("I",)))
   with pytest.raises(ValueError, match="subset of"):
     sources.build_source(_config(source="dicom", raw_dir=str(tmp_path), leads=("X",)))
   with pytest.raises(ValueError, match="NAME=LEAD"):

@@ -22,6 +22,7 @@ import numpy as np
 
 from crema_jax import masking
 from crema_jax.data import augment
+from crema_jax.data import records
 from crema_jax.data import signal
 from crema_jax.data import storage
 
@@ -65,6 +66,45 @@ class PatientIndex:
     k = self._keys[i]
     group = self._order[self._starts[k]:self._starts[k + 1]]
     return group[group != i]
+
+
+def prepared_leads(prepared: storage.PreparedSource) -> tuple[str, ...]:
+  """The leads stored in a prepared source (every member of a corpus must agree)."""
+  found = {tuple(m.manifest.get("leads", records.LEADS))
+           for m in (prepared.members or [prepared])}
+  if len(found) != 1:
+    raise ValueError(f"{prepared.path}: the corpus sources hold different leads "
+                     f"{sorted(found)}; prepare them with one data.leads")
+  return found.pop()
+
+
+def check_leads(config: ml_collections.ConfigDict,
+                prepared: storage.PreparedSource) -> tuple[str, ...]:
+  """The prepared leads, or ValueError when the model expects another number."""
+  leads = prepared_leads(prepared)
+  if len(leads) != config.model.num_leads:
+    raise ValueError(f"{prepared.path} holds {len(leads)} lead(s) {list(leads)} but "
+                     f"model.num_leads={config.model.num_leads}: set "
+                     f"--config.model.num_leads={len(leads)} (or prepare with other "
+                     "data.leads)")
+  return leads
+
+
+def eval_lead_mask(config: ml_collections.ConfigDict,
+                   leads: Sequence[str]) -> np.ndarray | None:
+  """[len(leads)] float32 1/0 keeping only `data.eval_leads` (None: keep all).
+
+  Evaluates a checkpoint on fewer leads than it was trained with: the other leads
+  are zeroed, as a lead that is not recorded (and as lead dropout does in training).
+  """
+  wanted = tuple(config.data.get("eval_leads") or ())
+  if not wanted:
+    return None
+  missing = [lead for lead in wanted if lead not in leads]
+  if missing:
+    raise ValueError(f"data.eval_leads {list(wanted)}: {missing} not among the prepared "
+                     f"leads {list(leads)}")
+  return np.array([lead in wanted for lead in leads], np.float32)
 
 
 class SubsetSource:
@@ -189,6 +229,7 @@ def pretrain_dataset(config: ml_collections.ConfigDict, prepared: storage.Prepar
     raise ValueError(f"batch_size={config.batch_size} is not divisible by "
                      f"{process_count} processes")
   data = config.data
+  check_leads(config, prepared)
   if prepared.members:
     ds = _mixed_views(config, prepared, process_index, process_count)
   else:
@@ -233,15 +274,23 @@ def _mixed_views(config, corpus: storage.PreparedSource, process_index: int,
 
 
 class EvalView(grain.transforms.Map):
-  """One record -> a centred, unaugmented, normalised view with its labels."""
+  """One record -> a centred, unaugmented, normalised view with its labels.
 
-  def __init__(self, spec: ViewSpec, subset: SubsetSource):
+  lead_mask: optional [leads] 1/0 multiplying the view (see `eval_lead_mask`).
+  """
+
+  def __init__(self, spec: ViewSpec, subset: SubsetSource,
+               lead_mask: np.ndarray | None = None):
     self._spec = spec
     self._patients = subset.patients
+    self._lead_mask = lead_mask
 
   def map(self, element: dict) -> dict:
+    view = self._spec.signal(element["ecg"], None)
+    if self._lead_mask is not None:
+      view = view * self._lead_mask
     return {
-        "view": self._spec.signal(element["ecg"], None),
+        "view": view,
         "labels": np.asarray(element["labels"], np.float32),
         "ecg_id": np.int64(element["ecg_id"]),
         "patient": np.int32(self._patients.key(element["subset_index"])),
@@ -253,11 +302,15 @@ class EvalView(grain.transforms.Map):
 def eval_dataset(config: ml_collections.ConfigDict, prepared: storage.PreparedSource,
                  folds: Sequence[int], batch_size: int, *, process_index: int = 0,
                  process_count: int = 1) -> grain.IterDataset:
-  """Every record of `folds` once, in prepared order; the last batch may be smaller."""
+  """Every record of `folds` once, in prepared order; the last batch may be smaller.
+
+  With `data.eval_leads` set, leads outside it are zeroed (a 12-lead checkpoint
+  evaluated on fewer leads)."""
+  mask = eval_lead_mask(config, check_leads(config, prepared))
   subset = SubsetSource(prepared, select(prepared, folds))
   ds = grain.MapDataset.source(subset)
   ds = ds[process_index::process_count]
-  ds = ds.map(EvalView(ViewSpec.from_config(config), subset))
+  ds = ds.map(EvalView(ViewSpec.from_config(config), subset, mask))
   ds = ds.batch(batch_size, drop_remainder=False)
   return _iterate(ds, config.data)
 

@@ -12,7 +12,10 @@
 
 A reader is built from the `data` config fields source, raw_dir, name, sampling_rate,
 min_seconds and leads; `window_seconds > 0` cuts long recordings into windows
-(`windows.Windowed`, WFDB-based readers only).
+(`windows.Windowed`, WFDB-based readers only). Readers of lead-named files (wfdb, cinc,
+dicom) read just the `data.leads` they are asked for, so a 2-lead Holter serves a
+2-lead config; the 12-lead-only formats (ptbxl, mimic_iv_ecg, code15, samitrop) are
+read whole and cut to `data.leads` (`SelectLeads`).
 """
 
 from __future__ import annotations
@@ -35,10 +38,32 @@ def _leads(cfg) -> tuple[str, ...]:
   return records.check_leads(cfg.get("leads") or records.LEADS)
 
 
-def _only_12_leads(cfg, reader: str) -> None:
-  if _leads(cfg) != records.LEADS:
-    raise ValueError(f"data.leads={list(cfg.leads)}: the {reader} reader reads 12-lead "
-                     "records only; select leads in the pipeline instead")
+class SelectLeads:
+  """A 12-lead reader whose records are cut to a subset of leads: [time, len(leads)]."""
+
+  def __init__(self, base: records.Source, leads):
+    self.base = base
+    self.leads = records.check_leads(leads)
+    self.name = base.name
+    self.root = getattr(base, "root", "")
+    self.sampling_rate = base.sampling_rate
+    self._columns = [records.LEADS.index(lead) for lead in self.leads]
+
+  def keys(self):
+    return self.base.keys()
+
+  def read(self, key: str) -> records.Record:
+    record = self.base.read(key)
+    record.ecg = record.ecg[:, self._columns]
+    return record
+
+
+def _with_leads(build):
+  """Wraps a 12-lead reader's builder so that it serves `data.leads`."""
+  def build_with_leads(cfg):
+    source = build(cfg)
+    return source if _leads(cfg) == records.LEADS else SelectLeads(source, _leads(cfg))
+  return build_with_leads
 
 
 def lead_aliases(text: str) -> dict[str, str]:
@@ -54,7 +79,6 @@ def lead_aliases(text: str) -> dict[str, str]:
 
 
 def _ptbxl(cfg):
-  _only_12_leads(cfg, "ptbxl")
   return ptbxl.PTBXL(cfg.raw_dir, sampling_rate=cfg.sampling_rate,
                      min_seconds=cfg.min_seconds)
 
@@ -68,27 +92,25 @@ def _wfdb(cfg):
 
 def _hdf5(hdf5_glob):
   def build(cfg):
-    _only_12_leads(cfg, "code15/samitrop")
     return code15.HDF5Exams(cfg.raw_dir, sampling_rate=cfg.sampling_rate, name=cfg.name,
                             hdf5_glob=hdf5_glob, min_seconds=cfg.min_seconds)
   return build
 
 
 def _mimic(cfg):
-  _only_12_leads(cfg, "mimic_iv_ecg")
   return mimic_ecg.MimicIVECG(cfg.raw_dir, sampling_rate=cfg.sampling_rate,
                               name=cfg.name, min_seconds=cfg.min_seconds)
 
 
 READERS: dict[str, Callable[..., records.Source]] = {
-    "ptbxl": _ptbxl,
+    "ptbxl": _with_leads(_ptbxl),
     "wfdb": _wfdb,
     "cinc": lambda cfg: cinc.CinC(cfg.raw_dir, sampling_rate=cfg.sampling_rate,
                                   name=cfg.name, leads=_leads(cfg),
                                   min_seconds=cfg.min_seconds),
-    "mimic_iv_ecg": _mimic,
-    "code15": _hdf5(None),
-    "samitrop": _hdf5("exams.hdf5"),
+    "mimic_iv_ecg": _with_leads(_mimic),
+    "code15": _with_leads(_hdf5(None)),
+    "samitrop": _with_leads(_hdf5("exams.hdf5")),
     "dicom": lambda cfg: dicom.DicomECG(cfg.raw_dir, sampling_rate=cfg.sampling_rate,
                                         name=cfg.name, leads=_leads(cfg),
                                         min_seconds=cfg.min_seconds),
