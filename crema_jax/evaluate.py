@@ -76,6 +76,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     problems.append(f"pool={config.pool!r} is not 'mean', 'cls' or 'checkpoint'")
   if config.bootstrap < 0:
     problems.append(f"bootstrap={config.bootstrap} is negative")
+  if jax.process_count() > 1:
+    # Features are small; one host (all its local devices) computes them all.
+    problems.append(f"evaluation runs in one process, not {jax.process_count()}: "
+                    "start it on one host")
   if problems:
     raise ValueError("Invalid evaluation config:\n  " + "\n  ".join(problems))
 
