@@ -27,6 +27,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.bootstrap = 1000                # Resamples for the test-fold 95% intervals.
   config.robustness = tuple(shifts.SHIFTS)
   config.random_init_baseline = True
+  config.allow_test_overlap = False      # Probe even if pretraining saw test-fold ECGs.
   config.feature_batch_size = 64
   config.probe = ml_collections.ConfigDict(
       {"steps": 500, "lr": 1e-2, "weight_decay": 1e-4, "eval_every": 25})

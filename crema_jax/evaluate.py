@@ -34,6 +34,7 @@ from crema_jax import masking
 from crema_jax import metrics
 from crema_jax import models
 from crema_jax import sharding
+from crema_jax.data import leakage
 from crema_jax.data import records
 from crema_jax.data import storage
 from crema_jax.evaluation import features as features_lib
@@ -95,7 +96,10 @@ def restore_encoder(config: ml_collections.ConfigDict, mesh
                     ) -> tuple[ml_collections.ConfigDict, models.CREMA, int, Any]:
   """The pretraining config, the model, the step and its parameters (replicated over
   `mesh`; the optimizer state is not read). The evaluation's data fields and pooling
-  override the pretraining config's."""
+  override the pretraining config's.
+
+  Raises leakage.LeakageError when the checkpoint's pretraining data holds test-fold
+  ECGs (unless `allow_test_overlap`)."""
   from crema_jax import train  # pylint: disable=g-import-not-at-top
   mngr = checkpoint.manager(checkpoint_dir(config.checkpoint).parent, read_only=True)
   step = config.checkpoint_step or mngr.latest_step()
@@ -104,6 +108,9 @@ def restore_encoder(config: ml_collections.ConfigDict, mesh
                             f"{config.checkpoint_step or 'latest'} "
                             f"(have {sorted(mngr.all_steps())})")
   pretrain = checkpoint.restore_config(mngr, step)
+  # Before the data fields are pointed at the probe's dataset: what it pretrained on.
+  leakage.check_pretraining_data(pretrain.data, pretrain.data.test_folds,
+                                 allow=config.allow_test_overlap)
   pretrain.seed = config.seed
   for field in ("data_dir", "name"):
     if config.data[field]:

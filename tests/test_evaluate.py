@@ -2,6 +2,7 @@
 robustness shift on a known signal, and probing / fine-tuning a pretrained checkpoint."""
 
 import json
+import shutil
 
 import jax
 import ml_collections
@@ -12,6 +13,7 @@ from crema_jax import evaluate
 from crema_jax import models
 from crema_jax import sharding
 from crema_jax import train
+from crema_jax.data import leakage
 from crema_jax.data import pipeline
 from crema_jax.data import records
 from crema_jax.data import storage
@@ -272,3 +274,20 @@ def test_finetuning_changes_the_encoder_and_reports_the_tasks(pretrained, tmp_pa
                          params["encoder"]["block0"]["mlp"]["fc1"]["kernel"])
   np.testing.assert_array_equal(tuned["decoder_pred"]["kernel"],
                                 params["decoder_pred"]["kernel"])
+
+
+def test_probe_refuses_a_checkpoint_pretrained_on_the_test_fold(pretrained, tmp_path):
+  config, workdir = pretrained
+  leaky = tmp_path / "leaky_run"
+  shutil.copytree(workdir, leaky)
+  # The same run as if it had pretrained on every fold (10, the test fold, included).
+  saved = leaky / "checkpoints" / "2" / "config" / "metadata"
+  saved_config = json.loads(saved.read_text())
+  saved_config["data"]["pretrain_folds"] = []
+  saved.write_text(json.dumps(saved_config))
+  with pytest.raises(leakage.LeakageError, match="test-fold"):
+    evaluate.evaluate(_eval_config(config, leaky), tmp_path / "out")
+  assert not (tmp_path / "out").exists()
+  _, _, step, _ = evaluate.restore_encoder(
+      _eval_config(config, leaky, allow_test_overlap=True), sharding.make_mesh())
+  assert step == 2
