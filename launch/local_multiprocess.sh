@@ -10,9 +10,11 @@
 # crema_jax/distributed.py reads):
 #   JAX_COORDINATOR_ADDRESS=127.0.0.1:PORT  JAX_NUM_PROCESSES=N  JAX_PROCESS_ID=i
 #   JAX_PLATFORMS=cpu  XLA_FLAGS=--xla_force_host_platform_device_count=D
-# Process 0 writes to this terminal, process i > 0 to LOG_DIR/process_i.log. If one
-# process fails the others are stopped; Ctrl-C or SIGTERM is passed on to every process
-# (SIGTERM is a preemption notice: they save a checkpoint at the same step and exit).
+# Process 0 writes to this terminal, process i > 0 to LOG_DIR/process_i.log; the pid of
+# process i is in LOG_DIR/process_i.pid. If one process fails the others get SIGTERM,
+# then SIGKILL after STOP_GRACE seconds (default 10). Ctrl-C or SIGTERM is passed on to
+# every process (SIGTERM is a preemption notice: they save a checkpoint at the same step
+# and exit 0).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -26,7 +28,7 @@ while getopts "n:d:p:l:h" opt; do
     d) devices=$OPTARG ;;
     p) port=$OPTARG ;;
     l) log_dir=$OPTARG ;;
-    h) sed -n '2,16p' "$0"; exit 0 ;;
+    h) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "usage: $0 [-n N] [-d D] [-p PORT] [-l LOG_DIR] -- MAIN_ARGS..." >&2; exit 2 ;;
   esac
 done
@@ -56,15 +58,15 @@ stop_all() {  # Sends signal $1 to every process still running.
 trap 'stop_all TERM' TERM
 trap 'stop_all INT' INT
 
-stop_stragglers() {  # TERM, then KILL whatever is still running after 10 s.
+stop_stragglers() {  # TERM, then KILL whatever is still running after STOP_GRACE s.
   stop_all TERM
-  for _ in $(seq 20); do
+  for _ in $(seq $((${STOP_GRACE:-10} * 10))); do
     alive=0
     for pid in "${pids[@]}"; do
       if kill -0 "$pid" 2>/dev/null; then alive=1; fi
     done
     if [ "$alive" -eq 0 ]; then return; fi
-    sleep 0.5
+    sleep 0.1
   done
   stop_all KILL
 }
@@ -80,6 +82,7 @@ for ((i = 0; i < processes; i++)); do
     "${cmd[@]}" > "$log_dir/process_$i.log" 2>&1 &
   fi
   pids+=($!)
+  echo "$!" > "$log_dir/process_$i.pid"
 done
 
 status=0
