@@ -131,7 +131,7 @@ def prepare(source: records.Source, data_dir: str | pathlib.Path, *,
       "source": source.name, "root": str(getattr(source, "root", "")),
       "sampling_rate": int(getattr(source, "sampling_rate", 0)),
       "num_keys": len(keys), "records_per_shard": records_per_shard,
-      "first_key": keys[0], "last_key": keys[-1]}
+      "first_key": keys[0], "last_key": keys[-1], "format": storage.FORMAT}
   leads = tuple(getattr(source, "leads", records.LEADS))
   if leads != records.LEADS:
     settings["leads"] = list(leads)
@@ -170,11 +170,11 @@ def _finalize(source: records.Source, out_dir: pathlib.Path, num_shards: int,
               exclusion: leakage.Exclusion | None = None,
               reader: str | None = None) -> dict:
   """Merges the shard markers into TFDS metadata, `index.npz` and `manifest.json`."""
-  shard_lengths, rows, skipped, matches, notes = [], [], [], [], {}
+  shard_lengths, parts, skipped, matches, notes = [], [], [], [], {}
   for shard in range(num_shards):
     marker = json.loads((out_dir / _PROGRESS_DIR / f"shard-{shard:05d}.json").read_text())
     shard_lengths.append(marker["num_records"])
-    rows.extend(marker["index"])
+    parts.append(storage.index_arrays(marker["index"]))  # Arrays, not dicts: flat memory.
     skipped.extend(marker["skipped"])
     matches.extend(marker.get("leakage_matches", []))
     for note, count in marker.get("notes", {}).items():
@@ -186,7 +186,8 @@ def _finalize(source: records.Source, out_dir: pathlib.Path, num_shards: int,
                                        num_bytes=0)],
       filename_template=storage.FILENAME_TEMPLATE, check_data=False,
       description=f"CREMA-JAX prepared ECGs from {source.name}")
-  index = storage.index_arrays(rows)
+  index = {field: np.concatenate([part[field] for part in parts])
+           for field in parts[0]} if parts else storage.index_arrays([])
   np.savez(out_dir / "index.npz", **index)
   manifest = {
       "source": source.name,
@@ -194,7 +195,7 @@ def _finalize(source: records.Source, out_dir: pathlib.Path, num_shards: int,
       "root": str(getattr(source, "root", "")),
       "sampling_rate": int(getattr(source, "sampling_rate", 0)),
       "leads": list(leads),
-      "num_records": len(rows),
+      "num_records": int(len(index["ecg_id"])),
       "num_patients": int(len(np.unique(index["patient_id"]))),
       "num_skipped": len(skipped),
       "label_counts": {c: int(n) for c, n in
