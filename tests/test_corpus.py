@@ -2,7 +2,10 @@
 leakage guard against PTB-XL copies, weighted mixing with namespaced patients,
 pretraining a few steps and resuming."""
 
+import json
+
 import h5py
+import jax
 import numpy as np
 import pandas as pd
 import pytest
@@ -218,14 +221,48 @@ def test_mixed_pipeline_weights_and_namespaced_patients(prepared_corpus):
   assert any(b["has_pair"].any() for b in batches)  # CODE-15% patients 1, 2.
 
 
-def test_pretrains_and_resumes_on_the_corpus(prepared_corpus, tmp_path):
+@pytest.fixture(name="compilation_cache")
+def _compilation_cache(tmp_path):
+  """A persistent XLA cache for this test only: the resumed run reuses the first
+  run's compilations (most of the time of a 2-step run on CPU)."""
+  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+           "jax_persistent_cache_min_entry_size_bytes")
+  before = {name: getattr(jax.config, name) for name in names}
+  jax.config.update("jax_compilation_cache_dir", str(tmp_path / "xla_cache"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  yield
+  for name, value in before.items():
+    jax.config.update(name, value)
+
+
+def test_pretrains_and_resumes_on_the_corpus(prepared_corpus, tmp_path,
+                                             compilation_cache):
+  del compilation_cache
   config, _ = prepared_corpus
   config = config.copy_and_resolve_references()
   config.data.seq_len = 1000  # 2 s crops: the loop, not the model, is under test.
   config.total_steps = 2
   config.checkpoint_every = 2
+  config.log_every = 1
   first = train.train_and_evaluate(config, tmp_path / "run")
   assert first["step"] == 2 and first["start_step"] == 0
   config.total_steps = 3
   second = train.train_and_evaluate(config, tmp_path / "run")
   assert second["start_step"] == 2 and second["step"] == 3
+  logged = [json.loads(line) for line in
+            (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  losses = [row["loss"] for row in logged if "loss" in row]
+  assert len(losses) == 3 and np.all(np.isfinite(losses))
+
+
+def test_reference_in_worker_processes_matches_one_process(world, tmp_path):
+  one = leakage.build_reference(world["ptbxl"], 500, show_progress=False)
+  two = leakage.build_reference(world["ptbxl"], 500, tmp_path / "ref.npz",
+                                show_progress=False, num_workers=2)
+  np.testing.assert_array_equal(one.ecg_ids, two.ecg_ids)
+  np.testing.assert_array_equal(one.fingerprints, two.fingerprints)
+  cached = leakage.build_reference(world["ptbxl"], 500, tmp_path / "ref.npz")
+  np.testing.assert_array_equal(cached.folds, one.folds)
+  # Every reference record finds itself, and only itself.
+  assert [one.match(fp) for fp in one.fingerprints] == list(range(len(one)))

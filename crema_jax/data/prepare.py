@@ -225,7 +225,7 @@ def _reference(data_config: ml_collections.ConfigDict,
   cache = (pathlib.Path(data_config.data_dir) / _LEAKAGE_DIR /
            f"ptbxl-{data_config.sampling_rate}hz.npz")
   return leakage.build_reference(settings.ptbxl_dir, data_config.sampling_rate, cache,
-                                 show_progress)
+                                 show_progress, data_config.prepare_workers)
 
 
 def _prepare_one(data_config, reference, show_progress) -> dict:
