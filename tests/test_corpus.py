@@ -83,9 +83,10 @@ def _world(tmp_path_factory):
   _write_hdf5_set(root / "code15", [11, 12, 13, 14, 15, 16], [1, 1, 2, 2, 3, 17])
   _write_hdf5_set(root / "samitrop", [17, 18, 19])
   cinc = root / "cinc" / "training"
-  for i in range(4):  # Unrelated Challenge records.
+  for i in range(4):  # Unrelated Challenge records, one with an unknown Dx code.
     digital = np.round(_ecg(100 + i, 10, 500) * 1000)
-    _write_challenge(cinc / "georgia", f"E{i:05d}", digital, 1000, 500)
+    _write_challenge(cinc / "georgia", f"E{i:05d}", digital, 1000, 500,
+                     dx="426783006,999999999" if i == 0 else "426783006")
 
   def digital(row):
     rec = wfdb.rdrecord(str(ptbxl_dir / row["filename_hr"]), physical=False)
@@ -147,6 +148,8 @@ def test_corpus_manifest_and_leakage_exclusion(world, prepared_corpus):
                    "E9003": world["train_id"]}
   report = leakage.check_pretraining_data(config.data, test_folds=(10,))
   assert report["status"] == "clean" and report["excluded"]["cinc"] == 4
+  assert cinc.manifest["notes"] == {"unknown Dx code 999999999": 1}
+  assert cinc.manifest["num_skipped"] == 0
   assert "excluded as PTB-XL folds" in prepare.summarize(manifest)
 
 

@@ -22,6 +22,7 @@ import pathlib
 import time
 
 from absl import app
+from absl import flags
 from absl import logging
 from array_record.python import array_record_module
 import ml_collections
@@ -356,5 +357,5 @@ def main(argv):
 if __name__ == "__main__":
   # Defined here, not at import: crema_jax.main defines its own --config.
   _CONFIG = config_flags.DEFINE_config_file("config", None, "Config with a `data` field.")
-  config_flags.mark_flags_as_required(["config"])
+  flags.mark_flags_as_required(["config"])
   app.run(main)
