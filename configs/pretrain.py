@@ -3,23 +3,72 @@
   python -m crema_jax.main --config configs/pretrain.py:hl --workdir gs://BUCKET/crema \
       --config.data.data_dir=gs://BUCKET/prepared --config.data.name=ptbxl
 
-The argument picks the objective: `gl` (masked reconstruction only), `cl` (sample- and
-patient-level contrastive only) or `hl` (hybrid, the paper's best). `hl,runlocal` is a
-small variant for a laptop.
+The argument is a comma-separated list:
+- `gl` (masked reconstruction only), `cl` (sample- and patient-level contrastive only)
+  or `hl` (hybrid, the paper's best): the objective;
+- `runlocal`: a small variant for a laptop;
+- `fit_memory=GIB` (with `batch_per_device=32`, `fsdp=1`, `remat`, `bf16`): instead of
+  the paper's model, the largest encoder (emb x depth, head width 64, patch 125) whose
+  estimated memory per device for a training step stays within 90% of GIB
+  (`crema_jax.sharding.estimate_train_bytes`; an estimate: check it with
+  `benchmarks/train_step.py --compile_only` on the target). Set the global batch to
+  batch_per_device x devices with `--config.batch_size`. Example, TPU v5e (16 GiB):
+  `configs/pretrain.py:hl,fit_memory=16,bf16,remat`.
 """
 
 import ml_collections
 
 from configs import common
+from crema_jax import sharding
+
+FIT_EMB = (256, 384, 512, 640, 768, 1024, 1280, 1536, 2048, 2560, 3072)
+FIT_DEPTH = (2, 4, 6, 8, 12, 16, 24, 32)
+
+
+def fit_model(config: ml_collections.ConfigDict, memory_gib: float,
+              batch_per_device: int, fsdp: int) -> ml_collections.ConfigDict:
+  """The largest (parameters) encoder of FIT_EMB x FIT_DEPTH within the memory."""
+  budget = 0.9 * memory_gib * 2 ** 30
+  compute_bytes = 2 if config.compute_dtype == "bfloat16" else 4
+  best = None
+  for emb in FIT_EMB:
+    for depth in FIT_DEPTH:
+      model = config.model.to_dict()
+      model.update(emb_dim=emb, depth=depth, num_heads=emb // 64, proj_hidden_dim=emb)
+      need = sharding.estimate_train_bytes(
+          model, seq_len=config.data.seq_len, mask_ratio=config.mask_ratio,
+          batch_per_device=batch_per_device, compute_bytes=compute_bytes, fsdp=fsdp)
+      params = sharding.count_params(model)
+      if need <= budget and (best is None or params > best[0]):
+        best = (params, model)
+  if best is None:
+    raise ValueError(f"fit_memory={memory_gib}: no model fits at batch_per_device="
+                     f"{batch_per_device}; lower the batch or raise fsdp")
+  return ml_collections.ConfigDict(best[1])
 
 
 def get_config(arg: str = "hl") -> ml_collections.ConfigDict:
   parts = [p for p in arg.split(",") if p]
+  options = dict(p.split("=", 1) for p in parts if "=" in p)
+  flags = {p for p in parts if "=" not in p}
+  unknown = (set(options) - {"fit_memory", "batch_per_device", "fsdp"}) | (
+      flags - {"gl", "cl", "hl", "runlocal", "remat", "bf16"})
+  if unknown:
+    raise ValueError(f"configs/pretrain.py: unknown argument(s) {sorted(unknown)}")
   preset = next((p for p in parts if p in ("gl", "cl", "hl")), "hl")
   config = common.base_config("paper", preset)
   config.batch_size = 256
   config.optimizer.lr = 1.5e-4 * config.batch_size / 256
   config.total_steps = 100_000
+  if "bf16" in flags:
+    config.compute_dtype = "bfloat16"
+  if "remat" in flags:
+    config.model.remat = True
+  if "fsdp" in options:
+    config.mesh.fsdp = int(options["fsdp"])
+  if "fit_memory" in options:
+    config.model = fit_model(config, float(options["fit_memory"]),
+                             int(options.get("batch_per_device", 32)), config.mesh.fsdp)
   if "runlocal" in parts:
     config.model = common.model_config("tiny")
     config.batch_size = 16
