@@ -257,6 +257,8 @@ def test_pretrains_and_resumes_on_the_corpus(prepared_corpus, tmp_path,
             (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
   losses = [row["loss"] for row in logged if "loss" in row]
   assert len(losses) == 3 and np.all(np.isfinite(losses))
+  # What a probe calls on the run before scoring PTB-XL's test fold.
+  assert leakage.check_checkpoint(tmp_path / "run", (10,))["status"] == "clean"
 
 
 def test_reference_in_worker_processes_matches_one_process(world, tmp_path):
