@@ -271,3 +271,15 @@ def test_reference_in_worker_processes_matches_one_process(world, tmp_path):
   np.testing.assert_array_equal(cached.folds, one.folds)
   # Every reference record finds itself, and only itself.
   assert [one.match(fp) for fp in one.fingerprints] == list(range(len(one)))
+
+
+def test_a_missing_source_folder_stops_before_any_work(world, tmp_path):
+  config = _config(world, tmp_path / "out")
+  config.data.corpus.samitrop.raw_dir = str(tmp_path / "nowhere")
+  with pytest.raises(records.SourceError, match="nowhere"):
+    prepare.prepare_from_config(config.data, show_progress=False)
+  assert not (tmp_path / "out").exists()
+  config.data.corpus.samitrop.weight = 0.0
+  config.data.corpus.samitrop.raw_dir = str(world["root"] / "samitrop")
+  with pytest.raises(ValueError, match="weight=0.0 must be positive"):
+    prepare.prepare_from_config(config.data, show_progress=False)

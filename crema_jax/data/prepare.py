@@ -229,8 +229,8 @@ def _reference(data_config: ml_collections.ConfigDict,
                                  show_progress, data_config.prepare_workers)
 
 
-def _prepare_one(data_config, reference, show_progress) -> dict:
-  source = sources.build_source(data_config)
+def _prepare_one(data_config, reference, show_progress, source=None) -> dict:
+  source = source or sources.build_source(data_config)
   exclusion = None
   if reference is not None:
     exclusion = leakage.Exclusion(reference, data_config.leakage.exclude_folds,
@@ -278,10 +278,10 @@ def prepare_corpus(data_config: ml_collections.ConfigDict,
   manifest `{data_dir}/{name}/{VERSION}/manifest.json` that `storage.PreparedSource`
   opens as one mixed dataset."""
   members = corpus_members(data_config)
-  for _, _, member in members:  # Check every folder before any long work.
-    sources.build_source(member)
+  # Every folder is checked (its reader built) before any long work.
+  readers = {name: sources.build_source(member) for name, _, member in members}
   reference = _reference(data_config, show_progress)
-  manifests = {name: _prepare_one(member, reference, show_progress)
+  manifests = {name: _prepare_one(member, reference, show_progress, readers[name])
                for name, _, member in members}
   out_dir = storage.dataset_dir(data_config.data_dir, data_config.name)
   out_dir.mkdir(parents=True, exist_ok=True)
