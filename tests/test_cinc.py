@@ -142,3 +142,16 @@ def test_reduced_leads(root):
 def test_parse_dx():
   assert cinc.parse_dx(" 59118001, 164889003,59118001") == ["59118001", "164889003"]
   assert cinc.parse_dx("Unknown") == [] and cinc.parse_dx(None) == []
+
+
+def test_long_records_cut_into_windows(root):
+  from crema_jax.data import windows  # pylint: disable=g-import-not-at-top
+  source = windows.Windowed(cinc.CinC(root), window_seconds=10, long_seconds=30)
+  keys = source.keys()
+  assert [k for k in keys if "#w" in k] == [f"ningbo/g1/JS00001#w{i}" for i in range(6)]
+  assert "cpsc_2018/g1/A0001" in keys  # 10 s records pass whole.
+  whole = cinc.CinC(root).read("ningbo/g1/JS00001")
+  w2 = source.read("ningbo/g1/JS00001#w2")
+  np.testing.assert_allclose(w2.ecg, whole.ecg[10000:15000], atol=1e-3)
+  assert w2.patient_id == whole.patient_id and w2.ecg_id != whole.ecg_id
+  assert w2.scp_codes == whole.scp_codes  # Every window keeps the record's labels.
