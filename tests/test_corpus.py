@@ -19,6 +19,7 @@ from crema_jax import train
 from crema_jax.data import leakage
 from crema_jax.data import pipeline
 from crema_jax.data import prepare
+from crema_jax.data import ptbxl
 from crema_jax.data import records
 from crema_jax.data import storage
 from crema_jax.data import synthetic
@@ -271,6 +272,15 @@ def test_reference_in_worker_processes_matches_one_process(world, tmp_path):
   np.testing.assert_array_equal(cached.folds, one.folds)
   # Every reference record finds itself, and only itself.
   assert [one.match(fp) for fp in one.fingerprints] == list(range(len(one)))
+  # Near-silent signals (all block means within 0.03 mV of 0) match nothing.
+  quiet = np.random.default_rng(0).normal(0, 0.005, (5000, 12)).astype(np.float32)
+  assert one.match(leakage.fingerprint(quiet, 500)) is None
+  assert one.match(one.fingerprints[0] + 0.005) == 0  # Within tolerance.
+  assert one.match(one.fingerprints[0] + np.where(np.arange(600) == 5, 0.02, 0)) is None
+  # A copy with a baseline offset on every lead is still a copy.
+  record = ptbxl.PTBXL(world["ptbxl"]).read(str(int(one.ecg_ids[0])))
+  offset = record.ecg + np.linspace(-0.3, 0.3, 12, dtype=np.float32)
+  assert one.match(leakage.fingerprint(offset, 500)) == 0
 
 
 def test_a_missing_source_folder_stops_before_any_work(world, tmp_path):

@@ -8,7 +8,7 @@ hospital exports may hold more). When a corpus is prepared with a PTB-XL referen
 - by identity: PTB-XL's own ecg_id for the `ptbxl` reader; the `HR{ecg_id:05d}` names
   of the Challenge copy for any other reader;
 - by signal fingerprint, for renamed copies: the means of 0.2 s blocks of the first
-  10 s of each lead (`fingerprint`), equal within 0.01 mV. Block means do not change
+  10 s of each lead, less the lead's mean (`fingerprint`), equal within 0.01 mV. Block means do not change
   with float16 storage, gain quantisation or resampling noise, and differ by tenths
   of a millivolt between different ECGs. Lookup is a hash on a few quantised blocks,
   probing the neighbouring bucket near a boundary, then a full comparison: constant
@@ -53,13 +53,15 @@ class LeakageError(Exception):
 def fingerprint(ecg: np.ndarray, sampling_rate: float,
                 leads: Sequence[str] = records.LEADS) -> np.ndarray:
   """ecg [time, len(leads)] mV -> [NUM_BLOCKS * 12] float32 block means of the first
-  10 s, in `records.LEADS` order; NaN for absent leads and for blocks past the end."""
+  10 s less each lead's mean (so a copy with a baseline offset still matches), in
+  `records.LEADS` order; NaN for absent leads and for blocks past the end."""
   block = int(round(BLOCK_SECONDS * sampling_rate))
   x = np.asarray(ecg, np.float32)[:block * NUM_BLOCKS]
   count = len(x) // block
   out = np.full((NUM_BLOCKS, len(records.LEADS)), np.nan, np.float32)
   columns = [records.LEADS.index(lead) for lead in leads]
-  out[:count, columns] = x[:count * block].reshape(count, block, -1).mean(axis=1)
+  means = x[:count * block].reshape(count, block, -1).mean(axis=1)
+  out[:count, columns] = means - means.mean(axis=0, keepdims=True)  # No DC offset.
   return out.reshape(-1)
 
 
@@ -111,7 +113,13 @@ class Reference:
     return np.asarray(rows, np.int64)
 
   def match(self, fp: np.ndarray) -> int | None:
-    """The reference row whose fingerprint equals `fp` within TOLERANCE_MV, or None."""
+    """The reference row whose fingerprint equals `fp` within TOLERANCE_MV, or None.
+
+    A featureless fingerprint (block means varying by less than 3 x TOLERANCE_MV,
+    e.g. a high-passed near-silent record) matches nothing: it could not be told
+    apart from other featureless signals."""
+    if not np.nanstd(fp) >= 3 * TOLERANCE_MV:
+      return None
     rows = self._candidates(fp)
     if not len(rows):
       return None
