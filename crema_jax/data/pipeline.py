@@ -3,7 +3,10 @@
 Pretraining: `MapDataset.source -> [process shard] -> shuffle -> repeat -> random_map(
 PretrainViews) -> batch -> to_iter_dataset -> [mp_prefetch]`. Each example holds two
 augmented, masked views of one ECG and one view of another ECG of the same patient.
-Evaluation: one centred, unaugmented view with labels, every record once, in order.
+A prepared corpus runs that chain up to `random_map` per source and mixes the sources'
+streams by weight (`MapDataset.mix`) before batching; patient keys are offset per
+source. Evaluation: one centred, unaugmented view with labels, every record once, in
+order (optionally with only `data.eval_leads` kept).
 
 All randomness comes from Grain's per-example Generators (seeded by the pipeline seed and
 the example's position), so a run is reproducible and the iterator state resumes it
