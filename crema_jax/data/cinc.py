@@ -116,15 +116,6 @@ class CinC(wfdb_folder.WFDBFolder):
                      min_seconds=min_seconds)
     self.leads = records.check_leads(leads)
 
-  def duration(self, key: str) -> float:
-    """Seconds of the record, from its header alone."""
-    header = wfdb_io.read_header(self.root / key)
-    return (header.sig_len or 0) / header.fs
-
-  def read_span(self, key: str, start: float, stop: float) -> records.Record:
-    """The record cut to [start, stop) seconds (see `windows.Windowed`)."""
-    return self.read(key, span=(start, stop))
-
   def read(self, key: str, span: tuple[float, float] | None = None) -> records.Record:
     path = self.root / key
     header_file = str(path.with_name(path.name + ".hea"))
