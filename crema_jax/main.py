@@ -45,8 +45,8 @@ def main(argv):
       local_device_ids=distributed.parse_device_ids(_LOCAL_DEVICES.value))
   config = _CONFIG.value
   if config.mode in ("pretrain", "demo"):
-    train.train_and_evaluate(config, _WORKDIR.value)
-    if config.mode == "demo":
+    summary = train.train_and_evaluate(config, _WORKDIR.value)
+    if config.mode == "demo" and not summary["preempted"]:  # Preempted: exit now.
       evaluate.evaluate(demo_evaluation(config, _WORKDIR.value),
                         pathlib.Path(_WORKDIR.value) / "probe")
   elif config.mode in evaluate.MODES:

@@ -274,7 +274,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   # Loop.
   writer = metrics.MetricWriter(workdir, start_step)
   preemption = _Preemption()
-  summary = {"start_step": start_step}
+  summary = {"start_step": start_step, "preempted": False}
   window, window_start = [], time.perf_counter()
   last_saved = start_step
   bar = tqdm.tqdm(total=config.total_steps, initial=start_step, unit="step",
@@ -316,6 +316,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           last_saved = step
       bar.update(1)
       if preempted:
+        summary["preempted"] = True
         if is_main:
           print(f"SIGTERM (preemption): saved step {last_saved}, exiting")
         break

@@ -117,12 +117,13 @@ def _start(demo_config, workdir, *extra):
              JAX_PLATFORMS="cpu")
   return subprocess.Popen(
       [sys.executable, "-m", "crema_jax.main", "--config", "configs/demo.py:test",
-       "--workdir", str(workdir), f"--config.data.raw_dir={demo_config.data.raw_dir}",
+       "--workdir", str(workdir), "--config.mode=pretrain",
+       f"--config.data.raw_dir={demo_config.data.raw_dir}",
        f"--config.data.data_dir={demo_config.data.data_dir}", "--config.log_every=1",
        *extra], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
-def _wait_for(predicate, process, timeout=180):
+def _wait_for(predicate, process, timeout=300):
   deadline = time.time() + timeout
   while not predicate():
     if process.poll() is not None:
@@ -159,7 +160,7 @@ def test_sigterm_saves_a_checkpoint_and_exits(demo_config, tmp_path):
   process.send_signal(signal.SIGTERM)
   output = process.communicate(timeout=120)[0].decode()
   assert process.returncode == 0, output
-  assert "SIGTERM" in output
+  assert "SIGTERM" in output and '"preempted": true' in output
   saved = checkpoint.manager(workdir, read_only=True).latest_step()
   assert saved is not None and saved >= 2 and saved == max(_losses(workdir))
 
@@ -198,3 +199,52 @@ def test_fsdp_shards_parameters_and_matches_replicated(demo_config):
   assert shard1 == full1  # Replicated: every device holds the whole kernel.
   assert shard2 == full2 // 2 and "fsdp" in str(sharding2.spec)
   np.testing.assert_allclose(l1, l2, rtol=1e-5)
+
+
+def _compiled_step(config, batch, devices):
+  """(compiled step, state) of `config` on a mesh over `devices`."""
+  mesh = sharding.make_mesh(1, devices)
+  model = train.build_model(config)
+  optimizer = optim.make_optimizer(**config.optimizer, total_steps=config.total_steps)
+  init_state = train.make_init_state(model, optimizer, config)
+  abstract_state = jax.eval_shape(init_state, jax.random.key(0))
+  shardings = sharding.param_shardings(mesh, abstract_state)
+  step = train.make_train_step(model, optimizer, config, shardings, mesh)
+  global_batch = sharding.global_batch(mesh, batch)
+  compiled = step.lower(checkpoint.abstract(abstract_state, shardings),
+                        global_batch).compile()
+  state = jax.jit(init_state, out_shardings=shardings)(jax.random.key(0))
+  return compiled, state, global_batch
+
+
+def test_bfloat16_step_and_the_memory_estimate_on_the_compiled_step(demo_config):
+  config, batch, *_ = _step_inputs(demo_config)
+  devices = jax.devices()[:1]  # The whole batch on one device: activations dominate.
+  runs = {}
+  for dtype in ("float32", "bfloat16"):
+    compiled, state, global_batch = _compiled_step(
+        _config(demo_config, compute_dtype=dtype), batch, devices)
+    state, out = compiled(state, global_batch)
+    runs[dtype] = (compiled.memory_analysis(), float(out["loss"]), state)
+  (f32, loss32, _), (_, loss16, state16) = runs["float32"], runs["bfloat16"]
+  # bfloat16 compute keeps float32 master weights and optimizer state.
+  assert {x.dtype for x in jax.tree.leaves(state16.params)} == {jnp.dtype(jnp.float32)}
+  assert {x.dtype for x in jax.tree.leaves(state16.opt_state)
+          if jnp.issubdtype(x.dtype, jnp.floating)} == {jnp.dtype(jnp.float32)}
+  np.testing.assert_allclose(loss16, loss32, rtol=5e-2)
+  # The analytic estimate behind configs/pretrain.py:fit_memory is an upper-end one.
+  compiled_bytes = (f32.argument_size_in_bytes + f32.output_size_in_bytes
+                    - f32.alias_size_in_bytes + f32.temp_size_in_bytes)
+  estimate = sharding.estimate_train_bytes(
+      config.model.to_dict(), seq_len=config.data.seq_len, mask_ratio=config.mask_ratio,
+      batch_per_device=config.batch_size)
+  assert compiled_bytes <= estimate <= 4 * compiled_bytes, (compiled_bytes, estimate)
+
+
+def test_parameter_count_without_building_the_model():
+  from configs import common  # pylint: disable=g-import-not-at-top
+  for variant in ("tiny", "paper", "L"):
+    fields = dict(common.model_config(variant))
+    model = models.CREMA(seq_len=models.VARIANTS[variant]["seq_len"], **fields)
+    shapes = jax.eval_shape(lambda m=model: models.init_params(m, jax.random.key(0), 0.75))
+    assert sharding.count_params(fields) == sum(x.size for x in jax.tree.leaves(shapes))
