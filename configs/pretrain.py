@@ -13,7 +13,8 @@ The argument is a comma-separated list:
   (`crema_jax.sharding.estimate_train_bytes`; an estimate: check it with
   `benchmarks/train_step.py --compile_only` on the target). Set the global batch to
   batch_per_device x devices with `--config.batch_size`. Example, TPU v5e (16 GiB):
-  `configs/pretrain.py:hl,fit_memory=16,bf16,remat`.
+  `configs/pretrain.py:hl,fit_memory=16,bf16,remat`. The estimate's remat discount
+  is not visible in XLA's CPU memory analysis: verify a remat choice on the target.
 """
 
 import ml_collections
