@@ -15,8 +15,9 @@ from absl import logging
 from ml_collections import config_flags
 
 from crema_jax import distributed
-from crema_jax import evaluate
 from crema_jax import train
+
+EVAL_MODES = ("probe", "finetune")  # crema_jax.evaluate.MODES
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -44,16 +45,23 @@ def main(argv):
       num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,
       local_device_ids=distributed.parse_device_ids(_LOCAL_DEVICES.value))
   config = _CONFIG.value
+  if config.mode not in ("pretrain", "demo", *EVAL_MODES):
+    raise app.UsageError(f"config.mode={config.mode!r}: expected 'pretrain', 'demo', "
+                         f"{' or '.join(map(repr, EVAL_MODES))}")
   if config.mode in ("pretrain", "demo"):
     summary = train.train_and_evaluate(config, _WORKDIR.value)
     if config.mode == "demo" and not summary["preempted"]:  # Preempted: exit now.
-      evaluate.evaluate(demo_evaluation(config, _WORKDIR.value),
-                        pathlib.Path(_WORKDIR.value) / "probe")
-  elif config.mode in evaluate.MODES:
-    evaluate.evaluate(config, _WORKDIR.value)
+      evaluate().evaluate(demo_evaluation(config, _WORKDIR.value),
+                          pathlib.Path(_WORKDIR.value) / "probe")
   else:
-    raise app.UsageError(f"config.mode={config.mode!r}: expected 'pretrain', 'demo', "
-                         f"{' or '.join(map(repr, evaluate.MODES))}")
+    evaluate().evaluate(config, _WORKDIR.value)
+
+
+def evaluate():
+  """crema_jax.evaluate, imported only by the jobs that evaluate: its plotting and
+  metrics libraries cost seconds of start-up on every pretraining process."""
+  from crema_jax import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
+  return evaluate_lib
 
 
 def demo_evaluation(config, workdir: str):

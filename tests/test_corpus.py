@@ -225,24 +225,7 @@ def test_mixed_pipeline_weights_and_namespaced_patients(prepared_corpus):
   assert any(b["has_pair"].any() for b in batches)  # CODE-15% patients 1, 2.
 
 
-@pytest.fixture(name="compilation_cache")
-def _compilation_cache(tmp_path):
-  """A persistent XLA cache for this test only: the resumed run reuses the first
-  run's compilations (most of the time of a 2-step run on CPU)."""
-  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-           "jax_persistent_cache_min_entry_size_bytes")
-  before = {name: getattr(jax.config, name) for name in names}
-  jax.config.update("jax_compilation_cache_dir", str(tmp_path / "xla_cache"))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-  yield
-  for name, value in before.items():
-    jax.config.update(name, value)
-
-
-def test_pretrains_and_resumes_on_the_corpus(prepared_corpus, tmp_path,
-                                             compilation_cache):
-  del compilation_cache
+def test_pretrains_and_resumes_on_the_corpus(prepared_corpus, tmp_path):
   config, _ = prepared_corpus
   config = config.copy_and_resolve_references()
   config.data.seq_len = 1000  # 2 s crops: the loop, not the model, is under test.
