@@ -115,3 +115,12 @@ def base_config(variant: str, loss_preset: str = "hl") -> ml_collections.ConfigD
   config.progress_bar = True
   config.mesh = ml_collections.ConfigDict({"fsdp": 1})
   return config
+
+
+def runlocal(config: ml_collections.ConfigDict) -> None:
+  """Shrinks a pretraining config in place to a laptop-sized run (`:runlocal`)."""
+  config.model = model_config("tiny")
+  config.batch_size = 16
+  config.total_steps = 20
+  config.log_every = 5
+  config.checkpoint_every = 10

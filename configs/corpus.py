@@ -60,9 +60,5 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.optimizer.lr = 1.5e-4 * config.batch_size / 256
   config.total_steps = 200_000
   if "runlocal" in parts:
-    config.model = common.model_config("tiny")
-    config.batch_size = 16
-    config.total_steps = 20
-    config.log_every = 5
-    config.checkpoint_every = 10
+    common.runlocal(config)
   return config

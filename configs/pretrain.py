@@ -71,9 +71,5 @@ def get_config(arg: str = "hl") -> ml_collections.ConfigDict:
     config.model = fit_model(config, float(options["fit_memory"]),
                              int(options.get("batch_per_device", 32)), config.mesh.fsdp)
   if "runlocal" in parts:
-    config.model = common.model_config("tiny")
-    config.batch_size = 16
-    config.total_steps = 20
-    config.log_every = 5
-    config.checkpoint_every = 10
+    common.runlocal(config)
   return config
