@@ -19,6 +19,7 @@ import pathlib
 import re
 from typing import Any
 
+from absl import logging
 from etils import epath
 import grain
 import jax
@@ -34,7 +35,7 @@ def manager(workdir: str | pathlib.Path, *, every_steps: int = 1000, keep: int =
   """A CheckpointManager over `{workdir}/checkpoints` (created unless read_only)."""
   directory = pathlib.Path(workdir).absolute() / CHECKPOINT_DIR
   options = ocp.CheckpointManagerOptions(
-      save_interval_steps=every_steps,
+      save_interval_steps=0 if read_only else every_steps,
       preservation_policy=checkpoint_managers.AnyPreservationPolicy([
           checkpoint_managers.LatestN(n=keep),
           checkpoint_managers.BestN(get_metric_fn=lambda m: m["loss"], reverse=True,
@@ -44,7 +45,15 @@ def manager(workdir: str | pathlib.Path, *, every_steps: int = 1000, keep: int =
       read_only=read_only,
       enable_async_checkpointing=False,
   )
-  return ocp.CheckpointManager(directory, options=options)
+  if not read_only:
+    return ocp.CheckpointManager(directory, options=options)
+  # Orbax warns that a read-only directory is read-only; a probe means it to be.
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  try:
+    return ocp.CheckpointManager(directory, options=options)
+  finally:
+    logging.set_verbosity(verbosity)
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state: Any,
