@@ -27,7 +27,6 @@ import numpy as np
 
 from configs import common
 from crema_jax import masking
-from crema_jax import optim
 from crema_jax import sharding
 from crema_jax import train
 
@@ -102,18 +101,11 @@ def make_config(variant: str, batch_size: int, dtype: str, pairs: bool, fsdp: in
 def measure(config, steps: int, run: bool = True) -> dict:
   """Compiles the step of `config` on its mesh; times `steps` steps when `run`."""
   mesh = sharding.make_mesh(config.mesh.fsdp)
-  model = train.build_model(config)
-  optimizer = optim.make_optimizer(**config.optimizer, total_steps=config.total_steps)
-  init_state = train.make_init_state(model, optimizer, config)
-  abstract_state = jax.eval_shape(init_state, jax.random.key(0))
-  state_shardings = sharding.param_shardings(mesh, abstract_state)
-  step = train.make_train_step(model, optimizer, config, state_shardings, mesh)
+  built = train.build_run(config, mesh)
   batch = sharding.global_batch(mesh, random_batch(config, np.random.default_rng(0)))
-  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                          abstract_state, state_shardings)
 
   start = time.perf_counter()
-  compiled = step.lower(abstract, batch).compile()
+  compiled = built.train_step.lower(built.restore_target(), batch).compile()
   compile_seconds = time.perf_counter() - start
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -121,7 +113,7 @@ def measure(config, steps: int, run: bool = True) -> dict:
   mem = compiled.memory_analysis()
   compiled_bytes = (mem.argument_size_in_bytes + mem.output_size_in_bytes
                     - mem.alias_size_in_bytes + mem.temp_size_in_bytes)
-  params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract_state.params))
+  params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(built.abstract_state.params))
   result = {
       "parameters": params, "emb_dim": config.model.emb_dim,
       "depth": config.model.depth, "batch_size": config.batch_size,
@@ -138,7 +130,7 @@ def measure(config, steps: int, run: bool = True) -> dict:
   }
   if not run:
     return result
-  state = jax.jit(init_state, out_shardings=state_shardings)(jax.random.key(0))
+  state = built.initial_state(jax.random.key(0))
   state_bytes = sum(x.addressable_shards[0].data.nbytes for x in jax.tree.leaves(state))
   state, out = compiled(state, batch)  # Warm-up.
   jax.block_until_ready(out)

@@ -10,14 +10,13 @@ see the whole global batch.
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import json
 import pathlib
 import signal as signal_lib
 import time
-from typing import Any
+from typing import Any, Callable
 
-from absl import logging
 import flax
 import jax
 import jax.numpy as jnp
@@ -193,6 +192,37 @@ def make_train_step(model, optimizer, config, state_shardings, mesh):
                  out_shardings=(state_shardings, sharding.replicated(mesh)))
 
 
+@dataclasses.dataclass(frozen=True)
+class CompiledRun:
+  """Everything a run builds before its first step: the model, the optimizer, the
+  train state's layout on the mesh and the jitted step."""
+  model: models.CREMA
+  optimizer: optax.GradientTransformation
+  init_state: Callable[[jax.Array], TrainState]
+  abstract_state: TrainState  # ShapeDtypeStructs.
+  state_shardings: Any
+  train_step: Callable
+
+  def initial_state(self, rng: jax.Array) -> TrainState:
+    """The initial train state, created sharded."""
+    return jax.jit(self.init_state, out_shardings=self.state_shardings)(rng)
+
+  def restore_target(self) -> TrainState:
+    """ShapeDtypeStructs with the state's shardings: what Orbax restores into."""
+    return checkpoint.abstract(self.abstract_state, self.state_shardings)
+
+
+def build_run(config: ml_collections.ConfigDict, mesh) -> CompiledRun:
+  """Model, optimizer, state shardings and step of `config` on `mesh`."""
+  model = build_model(config)
+  optimizer = optim.make_optimizer(**config.optimizer, total_steps=config.total_steps)
+  init_state = make_init_state(model, optimizer, config)
+  abstract_state = jax.eval_shape(init_state, jax.random.key(0))  # Shapes only.
+  state_shardings = sharding.param_shardings(mesh, abstract_state)
+  return CompiledRun(model, optimizer, init_state, abstract_state, state_shardings,
+                     make_train_step(model, optimizer, config, state_shardings, mesh))
+
+
 # -------------------------------------------------------------------------- loop
 class _Preemption:
   """Preemption notices, checked once after each step.
@@ -246,25 +276,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       config, prepared, process_index=jax.process_index(),
       process_count=jax.process_count()))
 
-  # Model and optimizer.
-  model = build_model(config)
-  optimizer = optim.make_optimizer(**config.optimizer, total_steps=config.total_steps)
-
-  init_state = make_init_state(model, optimizer, config)
-
-  # Sharding.
-  abstract_state = jax.eval_shape(init_state, jax.random.key(config.seed))
-  state_shardings = sharding.param_shardings(mesh, abstract_state)
-  state = jax.jit(init_state, out_shardings=state_shardings)(jax.random.key(config.seed))
-
-  # Step.
-  train_step = make_train_step(model, optimizer, config, state_shardings, mesh)
+  # Model, optimizer, sharding and step.
+  run = build_run(config, mesh)
+  state = run.initial_state(jax.random.key(config.seed))
 
   # Checkpoint.
   mngr = checkpoint.manager(workdir, every_steps=config.checkpoint_every,
                             keep=config.checkpoint_keep)
-  restored = checkpoint.restore(mngr, checkpoint.abstract(abstract_state,
-                                                          state_shardings), data_iter)
+  restored = checkpoint.restore(mngr, run.restore_target(), data_iter)
   start_step = 0
   if restored is not None:
     start_step, state = restored
@@ -284,7 +303,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   try:
     for step in range(start_step + 1, config.total_steps + 1):
       batch = sharding.global_batch(mesh, next(data_iter))
-      state, step_metrics = train_step(state, batch)
+      state, step_metrics = run.train_step(state, batch)
       window.append(step_metrics)
       preempted = preemption.reached(step)  # Once: a later signal waits a step.
       is_log_step = step % config.log_every == 0 or step == config.total_steps

@@ -35,7 +35,6 @@ import pytest
 from crema_jax import checkpoint
 from crema_jax import distributed
 from crema_jax import metrics
-from crema_jax import optim
 from crema_jax import sharding
 from crema_jax import train
 from crema_jax.data import pipeline
@@ -156,13 +155,9 @@ def _reference_losses(demo_config, steps: int) -> list[float]:
              for i in range(PROCESSES)]
   mesh = sharding.make_mesh(config.mesh.fsdp)
   assert mesh.devices.size == PROCESSES * DEVICES_PER_PROCESS
-  model = train.build_model(config)
-  optimizer = optim.make_optimizer(**config.optimizer, total_steps=config.total_steps)
-  init_state = train.make_init_state(model, optimizer, config)
-  abstract_state = jax.eval_shape(init_state, jax.random.key(config.seed))
-  state_shardings = sharding.param_shardings(mesh, abstract_state)
-  state = jax.jit(init_state, out_shardings=state_shardings)(jax.random.key(config.seed))
-  step = train.make_train_step(model, optimizer, config, state_shardings, mesh)
+  run = train.build_run(config, mesh)
+  state = run.initial_state(jax.random.key(config.seed))
+  step = run.train_step
   losses = []
   for _ in range(steps):
     parts = [next(s) for s in streams]  # Process 0's examples, then process 1's.

@@ -204,16 +204,10 @@ def test_fsdp_shards_parameters_and_matches_replicated(demo_config):
 def _compiled_step(config, batch, devices):
   """(compiled step, state) of `config` on a mesh over `devices`."""
   mesh = sharding.make_mesh(1, devices)
-  model = train.build_model(config)
-  optimizer = optim.make_optimizer(**config.optimizer, total_steps=config.total_steps)
-  init_state = train.make_init_state(model, optimizer, config)
-  abstract_state = jax.eval_shape(init_state, jax.random.key(0))
-  shardings = sharding.param_shardings(mesh, abstract_state)
-  step = train.make_train_step(model, optimizer, config, shardings, mesh)
+  run = train.build_run(config, mesh)
   global_batch = sharding.global_batch(mesh, batch)
-  compiled = step.lower(checkpoint.abstract(abstract_state, shardings),
-                        global_batch).compile()
-  state = jax.jit(init_state, out_shardings=shardings)(jax.random.key(0))
+  compiled = run.train_step.lower(run.restore_target(), global_batch).compile()
+  state = run.initial_state(jax.random.key(0))
   return compiled, state, global_batch
 
 
