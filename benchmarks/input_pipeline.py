@@ -16,10 +16,10 @@ import tempfile
 import time
 
 from configs import demo
-from crema_jax.data import pipeline
 from crema_jax.data import prepare
 from crema_jax.data import storage
 from crema_jax.data import synthetic
+from crema_jax.input import pipeline
 
 
 def main():

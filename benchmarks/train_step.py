@@ -28,6 +28,7 @@ import numpy as np
 from configs import common
 from crema_jax import masking
 from crema_jax import sharding
+from crema_jax import step as step_lib
 from crema_jax import train
 
 # Published dense bf16 peaks and memory per chip / GPU, for projections only.
@@ -101,7 +102,7 @@ def make_config(variant: str, batch_size: int, dtype: str, pairs: bool, fsdp: in
 def measure(config, steps: int, run: bool = True) -> dict:
   """Compiles the step of `config` on its mesh; times `steps` steps when `run`."""
   mesh = sharding.make_mesh(config.mesh.fsdp)
-  built = train.build_run(config, mesh)
+  built = step_lib.build_run(config, mesh)
   batch = sharding.global_batch(mesh, random_batch(config, np.random.default_rng(0)))
 
   start = time.perf_counter()

@@ -3,8 +3,8 @@ view augmentations. Experiment files (`demo.py`, `pretrain.py`, ...) start from 
 
 import ml_collections
 
-from crema_jax import models
 from crema_jax.data.records import LEADS
+from crema_jax import models
 
 DEMO_RAW_DIR = "demo_output/ptbxl_synthetic"
 DEMO_DATA_DIR = "demo_output/prepared"
@@ -26,7 +26,7 @@ def augment_config() -> ml_collections.ConfigDict:
 def data_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   # Source and preparation.
-  c.source = "ptbxl"            # A reader in crema_jax.data.sources.READERS.
+  c.source = "ptbxl"            # A reader in crema_jax.data.readers.registry.READERS.
   c.name = "ptbxl"              # The prepared dataset's name under data_dir.
   c.raw_dir = ""                # The folder as downloaded from its owners.
   c.data_dir = ""               # Where prepared ArrayRecord shards go.

@@ -10,7 +10,8 @@
   python -m crema_jax.main --config configs/corpus.py --workdir /runs/corpus \
       --config.data.data_dir=/data/prepared --config.data.corpus.code15.raw_dir=...
 
-(`main` prepares the corpus itself when its manifest is missing.) Sources left without
+Prepare first: pretraining refuses a data_dir without the corpus manifest, with the
+prepare command to run. Sources left without
 a raw_dir are not part of the corpus. Each source is prepared once into
 `{data_dir}/{name}/`; the corpus manifest `{data_dir}/corpus/1.0.0/manifest.json`
 lists them with their weights, and the Grain pipeline mixes them by weight
@@ -33,7 +34,7 @@ from configs import common
 
 
 def source(reader: str, weight: float, **fields) -> ml_collections.ConfigDict:
-  """One corpus entry: a reader in crema_jax.data.sources.READERS, its folder (set on
+  """One corpus entry: a reader in crema_jax.data.readers.registry.READERS, its folder (set on
   the command line), its mixing weight, and any data field to override for it."""
   return ml_collections.ConfigDict({"reader": reader, "raw_dir": "", "weight": weight,
                                     **fields})

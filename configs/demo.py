@@ -1,6 +1,9 @@
 """The embedded demo: synthetic PTB-XL -> prepare -> pretrain (HL) -> probe, on 2 CPU cores.
 
-The probe (`config.evaluation`, a `configs/probe.py` config) runs on the checkpoint the
+`crema_jax/demo.py` runs it (`mode="demo"`): the synthetic PTB-XL folder is written to
+`data.raw_dir` when absent and prepared into `data.data_dir` when its manifest is
+missing; pretraining and the probe then run as they do on downloaded data. The probe
+(`config.evaluation`, a `configs/probe.py` config) runs on the checkpoint the
 pretraining leaves and writes its results under `{workdir}/probe`.
 
   python -m crema_jax.main --config configs/demo.py --workdir demo_output/run
@@ -27,7 +30,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.optimizer.warmup_steps = 30
   config.log_every = 10
   config.checkpoint_every = 100
-  # The probe that follows pretraining (`checkpoint` is set to the demo's workdir).
+  # The probe that follows pretraining (`checkpoint` is set to the demo's workdir);
+  # `--config.probe_after=False` stops after pretraining.
+  config.probe_after = True
   config.evaluation = probe.get_config("quick")
   config.evaluation.label_fractions = (1.0, 0.1)
   config.evaluation.seeds = (0, 1)

@@ -10,7 +10,7 @@ The argument is a comma-separated list:
 - `fit_memory=GIB` (with `batch_per_device=32`, `fsdp=1`, `remat`, `bf16`): instead of
   the paper's model, the largest encoder (emb x depth, head width 64, patch 125) whose
   estimated memory per device for a training step stays within 90% of GIB
-  (`crema_jax.sharding.estimate_train_bytes`; an estimate: check it with
+  (`crema_jax.models.sizing.estimate_train_bytes`; an estimate: check it with
   `benchmarks/train_step.py --compile_only` on the target). Set the global batch to
   batch_per_device x devices with `--config.batch_size`. Example, TPU v5e (16 GiB):
   `configs/pretrain.py:hl,fit_memory=16,bf16,remat`. The estimate's remat discount
@@ -20,7 +20,7 @@ The argument is a comma-separated list:
 import ml_collections
 
 from configs import common
-from crema_jax import sharding
+from crema_jax.models import sizing
 
 FIT_EMB = (256, 384, 512, 640, 768, 1024, 1280, 1536, 2048, 2560, 3072)
 FIT_DEPTH = (2, 4, 6, 8, 12, 16, 24, 32)
@@ -36,10 +36,10 @@ def fit_model(config: ml_collections.ConfigDict, memory_gib: float,
     for depth in FIT_DEPTH:
       model = config.model.to_dict()
       model.update(emb_dim=emb, depth=depth, num_heads=emb // 64, proj_hidden_dim=emb)
-      need = sharding.estimate_train_bytes(
+      need = sizing.estimate_train_bytes(
           model, seq_len=config.data.seq_len, mask_ratio=config.mask_ratio,
           batch_per_device=batch_per_device, compute_bytes=compute_bytes, fsdp=fsdp)
-      params = sharding.count_params(model)
+      params = sizing.count_params(model)
       if need <= budget and (best is None or params > best[0]):
         best = (params, model)
   if best is None:

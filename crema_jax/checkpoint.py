@@ -109,7 +109,7 @@ def check_process_count(mngr: ocp.CheckpointManager, step: int) -> None:
         f"process(es); this run has {jax.process_count()}. Each process reads its own "
         f"slice of the data, so the input position cannot be carried over: restart "
         f"with {written} process(es) (any number of devices each), or start a new "
-        "workdir (train.restore_params reads the weights on any topology).")
+        "workdir (evaluation.restore reads the weights on any topology).")
 
 
 def restore_config(mngr: ocp.CheckpointManager,

@@ -1,13 +1,14 @@
 """Entry point: `python -m crema_jax.main --config configs/X.py[:arg] --workdir DIR`.
 
 Overrides go after the config: `--config.model.emb_dim=512 --config.batch_size=128`.
-`config.mode` picks the job: "pretrain", "probe" / "finetune" (evaluate a checkpoint
-on PTB-XL) or "demo" (pretrain, then probe).
+`config.mode` picks the job (`JOBS`): "pretrain" (crema_jax.train), "probe" /
+"finetune" (crema_jax.evaluation.run: a checkpoint on PTB-XL) or "demo"
+(crema_jax.demo: synthetic data -> prepare -> pretrain -> probe).
 Multi-host (TPU pod, SLURM, `launch/local_multiprocess.sh`): the same command on every
 host; `jax.distributed` starts first (see crema_jax/distributed.py and --distributed).
 """
 
-import pathlib
+import importlib
 
 from absl import app
 from absl import flags
@@ -15,9 +16,16 @@ from absl import logging
 from ml_collections import config_flags
 
 from crema_jax import distributed
-from crema_jax import train
 
-EVAL_MODES = ("probe", "finetune")  # crema_jax.evaluate.MODES
+# mode -> (module, function(config, workdir)). A job's module is imported only when it
+# runs: evaluation's plotting and metrics libraries cost seconds of start-up on every
+# pretraining process.
+JOBS = {
+    "pretrain": ("crema_jax.train", "pretrain"),
+    "probe": ("crema_jax.evaluation.run", "evaluate"),
+    "finetune": ("crema_jax.evaluation.run", "evaluate"),
+    "demo": ("crema_jax.demo", "run"),
+}
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -39,36 +47,16 @@ _LOCAL_DEVICES = flags.DEFINE_string(
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  config = _CONFIG.value
+  if config.mode not in JOBS:
+    raise app.UsageError(f"config.mode={config.mode!r} is not one of {tuple(JOBS)}")
   logging.set_verbosity(logging.WARNING)  # Orbax logs every file at INFO.
   distributed.initialize(
       _DISTRIBUTED.value, coordinator_address=_COORDINATOR.value,
       num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,
       local_device_ids=distributed.parse_device_ids(_LOCAL_DEVICES.value))
-  config = _CONFIG.value
-  if config.mode not in ("pretrain", "demo", *EVAL_MODES):
-    raise app.UsageError(f"config.mode={config.mode!r}: expected 'pretrain', 'demo', "
-                         f"{' or '.join(map(repr, EVAL_MODES))}")
-  if config.mode in ("pretrain", "demo"):
-    summary = train.train_and_evaluate(config, _WORKDIR.value)
-    if config.mode == "demo" and not summary["preempted"]:  # Preempted: exit now.
-      evaluate().evaluate(demo_evaluation(config, _WORKDIR.value),
-                          pathlib.Path(_WORKDIR.value) / "probe")
-  else:
-    evaluate().evaluate(config, _WORKDIR.value)
-
-
-def evaluate():
-  """crema_jax.evaluate, imported only by the jobs that evaluate: its plotting and
-  metrics libraries cost seconds of start-up on every pretraining process."""
-  from crema_jax import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
-  return evaluate_lib
-
-
-def demo_evaluation(config, workdir: str):
-  """The demo's probe config, pointed at the checkpoint the demo just wrote."""
-  evaluation = config.evaluation.copy_and_resolve_references()
-  evaluation.checkpoint = workdir
-  return evaluation
+  module, function = JOBS[config.mode]
+  getattr(importlib.import_module(module), function)(config, _WORKDIR.value)
 
 
 if __name__ == "__main__":

@@ -60,7 +60,3 @@ def make_optimizer(lr: float, warmup_steps: int, total_steps: int,
       clip,
       optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay, mask=decay_mask))
 
-
-def param_count(params: Any) -> int:
-  """Number of scalars in a parameter tree (arrays or ShapeDtypeStructs)."""
-  return sum(x.size for x in jax.tree.leaves(params))

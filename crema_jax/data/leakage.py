@@ -149,7 +149,7 @@ _PTBXL = None  # The reference reader, built once per worker process.
 
 def _init_reference_worker(ptbxl_dir: str, sampling_rate: int) -> None:
   global _PTBXL
-  from crema_jax.data import ptbxl  # pylint: disable=g-import-not-at-top
+  from crema_jax.data.readers import ptbxl  # pylint: disable=g-import-not-at-top
   _PTBXL = ptbxl.PTBXL(ptbxl_dir, sampling_rate=sampling_rate)
 
 
@@ -269,7 +269,6 @@ def pretraining_overlap(data_config, test_folds: Sequence[int] = (10,)) -> dict:
   source with the copies of test-fold records that prepare found and kept; a source
   prepared without a PTB-XL reference is "unchecked".
   """
-  from crema_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from crema_jax.data import storage  # pylint: disable=g-import-not-at-top
   prepared = storage.PreparedSource(data_config.data_dir, data_config.name)
   members = prepared.members or [prepared]
@@ -280,8 +279,8 @@ def pretraining_overlap(data_config, test_folds: Sequence[int] = (10,)) -> dict:
     manifest, name = member.manifest, member.manifest["source"]
     if manifest.get("source_reader", manifest["source"]) == "ptbxl":
       folds = tuple(data_config.pretrain_folds)
-      positions = (pipeline.select_pretrain(member, folds) if prepared.members else
-                   pipeline.select(member, folds))
+      positions = (storage.pretrain_positions(member, folds) if prepared.members else
+                   storage.fold_positions(member, folds))
       found = int(np.isin(member.index["fold"][positions], list(test)).sum())
     else:
       leakage = manifest.get("leakage")

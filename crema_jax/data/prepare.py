@@ -32,8 +32,8 @@ import tensorflow_datasets as tfds
 import tqdm
 
 from crema_jax.data import leakage
+from crema_jax.data.readers import registry
 from crema_jax.data import records
-from crema_jax.data import sources
 from crema_jax.data import storage
 
 _PROGRESS_DIR = "_progress"
@@ -230,7 +230,7 @@ def _reference(data_config: ml_collections.ConfigDict,
 
 
 def _prepare_one(data_config, reference, show_progress, source=None) -> dict:
-  source = source or sources.build_source(data_config)
+  source = source or registry.build_source(data_config)
   exclusion = None
   if reference is not None:
     exclusion = leakage.Exclusion(reference, data_config.leakage.exclude_folds,
@@ -279,7 +279,7 @@ def prepare_corpus(data_config: ml_collections.ConfigDict,
   opens as one mixed dataset."""
   members = corpus_members(data_config)
   # Every folder is checked (its reader built) before any long work.
-  readers = {name: sources.build_source(member) for name, _, member in members}
+  readers = {name: registry.build_source(member) for name, _, member in members}
   reference = _reference(data_config, show_progress)
   manifests = {name: _prepare_one(member, reference, show_progress, readers[name])
                for name, _, member in members}

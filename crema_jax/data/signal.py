@@ -96,23 +96,6 @@ def resample(x: np.ndarray, from_rate: float, to_rate: float) -> np.ndarray:
                                     padtype="line").astype(np.float32)
 
 
-def bandpass(x: np.ndarray, rate: float, low_hz: float = 0.5,
-             high_hz: float = 40.0, order: int = 4) -> np.ndarray:
-  """Zero-phase Butterworth band-pass of x: [time, leads] -> [time, leads] float32.
-
-  Removes baseline wander (below low_hz) and mains / muscle noise (above high_hz).
-
-  Raises:
-    ValueError: unless 0 < low_hz < high_hz < rate / 2.
-  """
-  if not 0 < low_hz < high_hz < rate / 2:
-    raise ValueError(f"band-pass needs 0 < low_hz < high_hz < rate / 2, got "
-                     f"{low_hz:g}, {high_hz:g} Hz at {rate:g} Hz")
-  sos = scipy_signal.butter(order, [low_hz, high_hz], btype="bandpass", fs=rate,
-                            output="sos")
-  return scipy_signal.sosfiltfilt(sos, x, axis=0).astype(np.float32)
-
-
 def standardize_leads(x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
   """Per-lead zero mean and unit standard deviation of x: [time, leads].
 

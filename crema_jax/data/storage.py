@@ -174,3 +174,19 @@ class PreparedSource:
 
   def __len__(self) -> int:
     return len(self.data_source)
+
+
+def fold_positions(prepared: PreparedSource, folds: Sequence[int]) -> np.ndarray:
+  """Positions of the records in `folds` (all records when `folds` is empty)."""
+  if not len(folds):
+    return np.arange(len(prepared), dtype=np.int64)
+  return np.flatnonzero(np.isin(prepared.index["fold"], np.asarray(folds)))
+
+
+def pretrain_positions(prepared: PreparedSource, folds: Sequence[int]) -> np.ndarray:
+  """Positions of a corpus member's pretraining records: those in `folds` plus every
+  record without a fold (0: sources other than PTB-XL); all when `folds` is empty."""
+  if not len(folds):
+    return np.arange(len(prepared), dtype=np.int64)
+  fold = prepared.index["fold"]
+  return np.flatnonzero((fold == 0) | np.isin(fold, np.asarray(folds)))

@@ -30,7 +30,6 @@ import pandas as pd
 from scipy import signal as scipy_signal
 import wfdb
 
-from crema_jax.data import records
 
 RATE_HR, RATE_LR, SECONDS = 500, 100, 10
 STATEMENTS = pathlib.Path(__file__).parent / "resources" / "scp_statements.csv"
@@ -269,16 +268,6 @@ def write_synthetic_ptbxl(root: str | pathlib.Path, num_patients: int = 300,
       print(f"  {index + 1}/{num_patients} patients, {ecg_id} records", flush=True)
   pd.DataFrame(rows, columns=COLUMNS).to_csv(root / "ptbxl_database.csv", index=False)
   return root
-
-
-def intended_labels(root: str | pathlib.Path) -> pd.DataFrame:
-  """ecg_id and the superclasses the writer built into each record (from its report)."""
-  table = pd.read_csv(pathlib.Path(root) / "ptbxl_database.csv")
-  classes = table["report"].str.extract(r"\((.*)\)")[0].str.upper().str.split(", ")
-  out = pd.DataFrame({"ecg_id": table["ecg_id"]})
-  for c in records.SUPERCLASSES:
-    out[c] = classes.apply(lambda cs, c=c: int(c in cs))
-  return out
 
 
 def main():

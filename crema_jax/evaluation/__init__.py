@@ -1,2 +1,3 @@
-"""The parts of PTB-XL evaluation that `crema_jax.evaluate` puts together: scores,
-label fractions, robustness shifts, features, linear probing, fine-tuning, plots."""
+"""PTB-XL evaluation of a pretraining checkpoint. `run.py` reads top-down and puts the
+parts together: restore (config and encoder of a checkpoint), splits (label fractions
+by patient), features, probe (linear), finetune, scores, shifts (robustness), plots."""

@@ -10,12 +10,12 @@ import jax
 import ml_collections
 import numpy as np
 
-from crema_jax import models
-from crema_jax import sharding
-from crema_jax.data import pipeline
 from crema_jax.data import signal
 from crema_jax.data import storage
 from crema_jax.evaluation import shifts
+from crema_jax.input import pipeline
+from crema_jax import models
+from crema_jax import sharding
 
 
 def raw_view_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -22,13 +22,13 @@ import numpy as np
 import optax
 import tqdm
 
-from crema_jax import models
-from crema_jax import optim
-from crema_jax import sharding
-from crema_jax.data import pipeline
 from crema_jax.data import storage
 from crema_jax.evaluation import features as features_lib
 from crema_jax.evaluation import scores
+from crema_jax.input import pipeline
+from crema_jax import models
+from crema_jax import optim
+from crema_jax import sharding
 
 # The parameters `CREMA.embed` uses; the rest (decoder, projector) stay as restored.
 ENCODER_KEYS = frozenset({"patch_embed", "lead_embed", "cls_token", "encoder"})

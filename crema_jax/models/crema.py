@@ -43,10 +43,14 @@ def masked_targets(x: jnp.ndarray, ids_masked: jnp.ndarray, patch_size: int,
   return target
 
 
-def check_shapes(seq_len: int, patch_size: int, emb_dim: int, num_heads: int,
-                 decoder_dim: int, decoder_heads: int, token_layout: str, pool: str,
-                 use_cls: bool) -> None:
-  """Raises a ValueError naming every field of a model that cannot be built."""
+def shape_problems(seq_len: int, patch_size: int, emb_dim: int, num_heads: int,
+                   decoder_dim: int, decoder_heads: int, token_layout: str, pool: str,
+                   use_cls: bool, **unused_fields) -> list[str]:
+  """Every reason a model with these fields cannot be built (empty: it can).
+
+  Other CREMA fields are accepted and ignored, so a config's whole model block can be
+  passed: `shape_problems(seq_len=..., **config.model)`."""
+  del unused_fields
   problems = []
   if patch_size < 1 or seq_len % patch_size:
     problems.append(f"seq_len={seq_len} is not a multiple of patch_size={patch_size}")
@@ -64,6 +68,12 @@ def check_shapes(seq_len: int, patch_size: int, emb_dim: int, num_heads: int,
     problems.append(f"pool={pool!r} is not 'mean' or 'cls'")
   elif pool == "cls" and not use_cls:
     problems.append("pool='cls' needs use_cls=True")
+  return problems
+
+
+def check_shapes(**fields) -> None:
+  """Raises a ValueError naming every field of a model that cannot be built."""
+  problems = shape_problems(**fields)
   if problems:
     raise ValueError("Invalid CREMA model: " + "; ".join(problems))
 
@@ -126,9 +136,10 @@ class CREMA(nn.Module):
   param_dtype: Any = jnp.float32
 
   def __post_init__(self):
-    check_shapes(self.seq_len, self.patch_size, self.emb_dim, self.num_heads,
-                 self.decoder_dim, self.decoder_heads, self.token_layout, self.pool,
-                 self.use_cls)
+    check_shapes(seq_len=self.seq_len, patch_size=self.patch_size,
+                 emb_dim=self.emb_dim, num_heads=self.num_heads,
+                 decoder_dim=self.decoder_dim, decoder_heads=self.decoder_heads,
+                 token_layout=self.token_layout, pool=self.pool, use_cls=self.use_cls)
     super().__post_init__()
 
   @property

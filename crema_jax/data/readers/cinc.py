@@ -1,0 +1,150 @@
+"""The PhysioNet/Computing in Cardiology Challenge 2020-2021 sets, as published.
+
+CPSC, CPSC-Extra, INCART (St Petersburg), PTB, PTB-XL, Georgia, Chapman-Shaoxing and
+Ningbo, each a folder tree of WFDB headers with MATLAB signal files:
+
+  A0001.hea   A0001 12 500 7500 ...
+              A0001.mat 16+24 1000/mV 16 0 28 -1716 0 I      (one line per lead)
+              # Age: 74
+              # Sex: Male
+              # Dx: 59118001,164889003                        (SNOMED-CT codes)
+  A0001.mat   {'val': int16 [leads, time]}; physical = (val - baseline) / gain
+
+Rates run from 257 Hz (INCART, 30-minute records: wrap the reader in
+`windows.Windowed`) to 1000 Hz (PTB); all are resampled to the target rate.
+
+Labels. Every Dx code is kept as a source label in `scp_codes` ({"164889003": 1.0}).
+The superclasses take only codes whose PTB-XL counterpart is a diagnostic statement of
+that class (resources/cinc_dx_codes.csv, `superclass` column): MI (MI, AMI, AnMI,
+OldMI), STTC (NSSTTA, ischaemia codes, LQT), CD (AV blocks, bundle branch and
+fascicular blocks, NSIVCB, WPW), HYP (ventricular hypertrophy, atrial enlargement).
+NORM is set only when sinus rhythm (426783006) is the record's one and only code, as
+the Challenge organisers mapped PTB-XL's NORM to sinus rhythm. Rhythm and form codes
+(AF, PAC, TAb, ...) map to no superclass. Codes missing from the table are kept and
+reported in the record's `notes` (counted in the prepare manifest), never an error.
+"""
+
+from __future__ import annotations
+
+import functools
+import pathlib
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.io
+import wfdb
+
+from crema_jax.data.readers import wfdb_folder
+from crema_jax.data.readers import wfdb_io
+from crema_jax.data import records
+
+DX_TABLE = pathlib.Path(__file__).parents[1] / "resources" / "cinc_dx_codes.csv"
+SINUS_RHYTHM = "426783006"
+
+
+@functools.cache
+def dx_table() -> pd.DataFrame:
+  """The Challenge's SNOMED-CT codes indexed by code (str): abbreviation, description,
+  superclass ("" where none)."""
+  table = pd.read_csv(DX_TABLE, dtype=str, keep_default_na=False)
+  return table.set_index("snomed_code")
+
+
+def parse_dx(text: str | None) -> list[str]:
+  """`"59118001, 164889003"` -> ["59118001", "164889003"] (order kept, repeats
+  dropped); blanks and "Unknown" give []."""
+  codes = []
+  for part in (text or "").replace(";", ",").split(","):
+    part = part.strip()
+    if part and part.lower() not in ("unknown", "nan") and part not in codes:
+      codes.append(part)
+  return codes
+
+
+def classify(codes: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
+  """(superclasses, known abbreviations, unknown codes) of a record's Dx codes."""
+  table = dx_table()
+  known = [c for c in codes if c in table.index]
+  unknown = [c for c in codes if c not in table.index]
+  classes = {table.at[c, "superclass"] for c in known} - {"", "NORM"}
+  if list(codes) == [SINUS_RHYTHM]:
+    classes.add("NORM")
+  return sorted(classes), [table.at[c, "abbreviation"] for c in known], unknown
+
+
+def read_mat(path: pathlib.Path, header: wfdb.Record, header_file: str) -> np.ndarray:
+  """[time, channels] physical values from a Challenge `.mat` file (key `val`)."""
+  if not path.is_file():
+    raise records.RecordError(str(path), "signal file is missing")
+  try:
+    val = scipy.io.loadmat(str(path), variable_names=["val"]).get("val")
+  except Exception as e:  # pylint: disable=broad-except
+    raise records.RecordError(str(path), f"does not read as a MATLAB file: {e}") from e
+  if val is None or val.ndim != 2:
+    raise records.RecordError(str(path), "no 2-D array 'val'")
+  if val.shape[0] != header.n_sig and val.shape[1] == header.n_sig:
+    val = val.T  # [time, leads] as some converters write it.
+  if val.shape[0] != header.n_sig:
+    raise records.RecordError(str(path), f"'val' has shape {val.shape}; {header_file} "
+                              f"declares {header.n_sig} leads")
+  if header.sig_len and val.shape[1] != header.sig_len:
+    raise records.RecordError(str(path), f"'val' has {val.shape[1]} samples; "
+                              f"{header_file} declares {header.sig_len}")
+  gain = np.array([g or 200.0 for g in header.adc_gain], np.float64)[:, None]
+  baseline = np.array(header.baseline or [0] * header.n_sig, np.float64)[:, None]
+  return ((val.astype(np.float64) - baseline) / gain).T
+
+
+class CinC(wfdb_folder.WFDBFolder):
+  """A PhysioNet/CinC 2020-2021 folder (any of its sets, or all) as a `records.Source`.
+
+  Args:
+    root: the folder; `.hea` files are found recursively.
+    sampling_rate: the target rate.
+    name: the dataset name written into records.
+    leads: the leads to read (default the standard 12, in order).
+    min_seconds: shorter records are refused.
+
+  Each record is its own patient (the Challenge publishes no patient ids).
+  """
+
+  def __init__(self, root: str | pathlib.Path, sampling_rate: int = 500,
+               name: str = "cinc2021", leads: Sequence[str] = records.LEADS,
+               min_seconds: float = 5.0):
+    super().__init__(root, sampling_rate=sampling_rate, name=name,
+                     min_seconds=min_seconds, leads=leads)
+
+  def read(self, key: str, span: tuple[float, float] | None = None) -> records.Record:
+    path = self.root / key
+    header_file = str(path.with_name(path.name + ".hea"))
+    header = wfdb_io.read_header(path)
+    order = wfdb_io.lead_order(header, header_file, self.leads)
+    files = set(header.file_name or [])
+    if len(files) == 1 and next(iter(files)).lower().endswith(".mat"):
+      p_signal = read_mat(path.parent / next(iter(files)), header, header_file)
+      cut = None
+      if span is not None:  # Resample only the span (and a margin), then cut.
+        read_from, read_to, cut = wfdb_io.span_samples(header, span,
+                                                       self.sampling_rate, header_file)
+        p_signal = p_signal[read_from:read_to]
+      ecg = wfdb_io.standardize(p_signal, header, order, header_file,
+                                self.sampling_rate)
+      if cut is not None:
+        ecg = ecg[cut[0]:cut[1]]
+    else:  # Some sets ship .dat files.
+      ecg = wfdb_io.read_record(path, self.sampling_rate, self.leads, span=span).ecg
+    ecg = records.check_signal(ecg, header_file, self.sampling_rate, self.min_seconds,
+                               leads=self.leads)
+    fields = wfdb_folder.header_fields(header.comments or [])
+    codes = parse_dx(fields.get("dx"))
+    classes, abbreviations, unknown = classify(codes)
+    return records.Record(
+        ecg=ecg, sampling_rate=self.sampling_rate, ecg_id=wfdb_folder.stable_id(key),
+        patient_id=self._patient_id(key, fields), source=self.name, record_name=key,
+        age=wfdb_folder.age_from_text(fields.get("age")),
+        sex=wfdb_folder.sex_from_text(fields.get("sex")),
+        labels=records.labels_from_classes(classes),
+        scp_codes=records.scp_codes_json({c: 1.0 for c in codes}),
+        subclasses=",".join(abbreviations),
+        notes=tuple(f"unknown Dx code {c}" for c in unknown))

@@ -1,0 +1,151 @@
+"""DICOM 12-lead ECG Waveform Storage (SOP class 1.2.840.10008.5.1.4.1.1.9.1.1), as
+hospital systems export them.
+
+A file holds a `WaveformSequence` of multiplex groups (typically "RHYTHM", 10 s, and
+"MEDIAN BEAT", ~1 s); each group has one channel per lead, named by its
+`ChannelSourceSequence` code ("Lead I (Einthoven)", SCP-ECG code 5.6.3-9-1, ...), with
+a sensitivity and units. The reader takes the longest group that holds every wanted
+lead, lets pydicom apply sensitivity, correction and baseline, converts the units to
+mV and resamples. Patient id, age and sex come from the DICOM patient module.
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+import re
+from typing import Sequence
+
+import numpy as np
+import pydicom
+import pydicom.errors
+
+from crema_jax.data.readers import base
+from crema_jax.data.readers import wfdb_folder
+from crema_jax.data import records
+from crema_jax.data import signal
+
+# SCP-ECG lead codes (5.6.3-9-n) of the standard leads.
+SCPECG_LEADS = {"1": "I", "2": "II", "61": "III", "62": "aVR", "63": "aVL", "64": "aVF",
+                "3": "V1", "4": "V2", "5": "V3", "6": "V4", "7": "V5", "8": "V6"}
+UNITS_TO_MV = {"uv": 1e-3, "mv": 1.0, "v": 1e3}
+
+
+def channel_lead(channel) -> str | None:
+  """The standard lead name of a ChannelDefinitionSequence item, None if not a lead."""
+  source = channel.get("ChannelSourceSequence")
+  if not source:
+    return None
+  code = source[0]
+  meaning = str(code.get("CodeMeaning", ""))
+  name = re.sub(r"\(.*?\)", "", meaning).strip()
+  name = re.sub(r"^lead\s+", "", name, flags=re.IGNORECASE)
+  lead = signal.canonical_lead_name(name)
+  if lead is None:
+    value = str(code.get("CodeValue", ""))
+    if value.startswith("5.6.3-9-"):
+      lead = SCPECG_LEADS.get(value.rsplit("-", 1)[1])
+  return lead
+
+
+def _units_to_mv(channel, path: str) -> float:
+  units = channel.get("ChannelSensitivityUnitsSequence")
+  unit = str(units[0].get("CodeValue", "")).strip().lower() if units else "uv"
+  if unit not in UNITS_TO_MV:
+    raise records.RecordError(path, f"unknown channel unit {unit!r}")
+  return UNITS_TO_MV[unit]
+
+
+def _age(text) -> float:
+  """DICOM age strings: "042Y" -> 42.0; months, weeks, days in years."""
+  match = re.fullmatch(r"\s*(\d{1,3})\s*([DWMY])\s*", str(text or ""))
+  if not match:
+    return math.nan
+  per_year = {"Y": 1, "M": 12, "W": 52.1775, "D": 365.25}[match.group(2)]
+  return float(match.group(1)) / per_year
+
+
+class DicomECG(base.FolderReader):
+  """A folder of DICOM ECG files (`*.dcm`, searched recursively) as a `records.Source`.
+
+  Args:
+    root: the folder.
+    sampling_rate: the target rate.
+    name: the dataset name written into records.
+    leads: the leads to read (default the standard 12).
+    min_seconds: shorter waveforms are refused.
+  """
+
+  def __init__(self, root: str | pathlib.Path, sampling_rate: int = 500,
+               name: str = "dicom", leads: Sequence[str] = records.LEADS,
+               min_seconds: float = 5.0):
+    super().__init__(root, name=name, sampling_rate=sampling_rate,
+                     min_seconds=min_seconds, leads=leads)
+    self._keys = sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob("*")
+                        if p.is_file() and p.suffix.lower() == ".dcm")
+    if not self._keys:
+      raise records.SourceError(f"{self.root}: no DICOM files (.dcm)")
+
+  def keys(self) -> list[str]:
+    return list(self._keys)
+
+  def _group(self, ds, path: str) -> tuple[int, list[int]]:
+    """(index of the longest waveform group holding every wanted lead, channel of each
+    wanted lead in it)."""
+    best, found = None, []
+    for index, group in enumerate(ds.get("WaveformSequence") or []):
+      channels = {}
+      for c, channel in enumerate(group.get("ChannelDefinitionSequence") or []):
+        lead = channel_lead(channel)
+        if lead is not None:
+          channels.setdefault(lead, c)
+      found.append(f"{group.get('MultiplexGroupLabel', index)}: "
+                   f"{', '.join(channels) or 'no leads'}")
+      if all(lead in channels for lead in self.leads):
+        length = int(group.get("NumberOfWaveformSamples", 0))
+        if best is None or length > best[0]:
+          best = (length, index, [channels[lead] for lead in self.leads])
+    if best is None:
+      wanted = "12-lead" if self.leads == records.LEADS else "/".join(self.leads)
+      raise records.RecordError(path, f"no {wanted} waveform group (groups: "
+                                f"{'; '.join(found) or 'none'})")
+    return best[1], best[2]
+
+  def read(self, key: str) -> records.Record:
+    path = str(self.root / key)
+    try:
+      ds = pydicom.dcmread(path)
+    except (pydicom.errors.InvalidDicomError, OSError, EOFError) as e:
+      raise records.RecordError(path, f"not a readable DICOM file: {e}") from e
+    index, channels = self._group(ds, path)
+    group = ds.WaveformSequence[index]
+    rate = float(group.get("SamplingFrequency") or 0)
+    try:
+      wave = ds.waveform_array(index)  # Sensitivity, correction and baseline applied.
+    except Exception as e:  # pylint: disable=broad-except
+      raise records.RecordError(path, f"waveform group {index} does not decode: "
+                                f"{e}") from e
+    definitions = group.ChannelDefinitionSequence
+    to_mv = np.array([_units_to_mv(definitions[c], path) for c in channels], np.float32)
+    try:
+      ecg = signal.resample(wave[:, channels] * to_mv, rate, self.sampling_rate)
+    except ValueError as e:
+      raise records.RecordError(path, str(e)) from e
+    ecg = records.check_signal(ecg, path, self.sampling_rate, self.min_seconds,
+                               leads=self.leads)
+    uid = str(ds.get("SOPInstanceUID", "") or key)
+    return records.Record(
+        ecg=ecg, sampling_rate=self.sampling_rate,
+        ecg_id=wfdb_folder.stable_id(f"{self.name}:{uid}"),
+        patient_id=self._patient_id(ds.get("PatientID"), key), source=self.name,
+        record_name=key, age=_age(ds.get("PatientAge")),
+        sex=wfdb_folder.sex_from_text(str(ds.get("PatientSex", ""))))
+
+  def _patient_id(self, value, key: str) -> int:
+    """A numeric PatientID as is; other ids hashed; none: the file is its own patient."""
+    text = str(value or "").strip()
+    if not text:
+      return wfdb_folder.stable_id(f"{self.name}:{key}")
+    if text.isdigit() and int(text) < 2**63:
+      return int(text)
+    return wfdb_folder.stable_id(f"{self.name}:patient:{text}")

@@ -1,0 +1,175 @@
+"""Grain input pipelines over a prepared source.
+
+Pretraining: `MapDataset.source -> [process shard] -> shuffle -> repeat -> random_map(
+PretrainViews) -> batch -> to_iter_dataset -> [mp_prefetch]`. Each example holds two
+augmented, masked views of one ECG and one view of another ECG of the same patient.
+A prepared corpus runs that chain up to `random_map` per source and mixes the sources'
+streams by weight (`MapDataset.mix`) before batching; patient keys are offset per
+source. Evaluation: one centred, unaugmented view with labels, every record once, in
+order (optionally with only `data.eval_leads` kept).
+
+All randomness comes from Grain's per-example Generators (seeded by the pipeline seed and
+the example's position), so a run is reproducible and the iterator state resumes it
+exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from absl import flags
+import grain
+import ml_collections
+import numpy as np
+
+from crema_jax.data import records
+from crema_jax.data import storage
+from crema_jax.input import views
+
+
+def prepared_leads(prepared: storage.PreparedSource) -> tuple[str, ...]:
+  """The leads stored in a prepared source (every member of a corpus must agree)."""
+  found = {tuple(m.manifest.get("leads", records.LEADS))
+           for m in (prepared.members or [prepared])}
+  if len(found) != 1:
+    raise ValueError(f"{prepared.path}: the corpus sources hold different leads "
+                     f"{sorted(found)}; prepare them with one data.leads")
+  return found.pop()
+
+
+def check_leads(config: ml_collections.ConfigDict,
+                prepared: storage.PreparedSource) -> tuple[str, ...]:
+  """The prepared leads, or ValueError when the model expects another number."""
+  leads = prepared_leads(prepared)
+  if len(leads) != config.model.num_leads:
+    raise ValueError(f"{prepared.path} holds {len(leads)} lead(s) {list(leads)} but "
+                     f"model.num_leads={config.model.num_leads}: set "
+                     f"--config.model.num_leads={len(leads)} (or prepare with other "
+                     "data.leads)")
+  return leads
+
+
+def eval_lead_mask(config: ml_collections.ConfigDict,
+                   leads: Sequence[str]) -> np.ndarray | None:
+  """[len(leads)] float32 1/0 keeping only `data.eval_leads` (None: keep all).
+
+  Evaluates a checkpoint on fewer leads than it was trained with: the other leads
+  are zeroed, as a lead that is not recorded (and as lead dropout does in training).
+  """
+  wanted = tuple(config.data.get("eval_leads") or ())
+  if not wanted:
+    return None
+  missing = [lead for lead in wanted if lead not in leads]
+  if missing:
+    raise ValueError(f"data.eval_leads {list(wanted)}: {missing} not among the prepared "
+                     f"leads {list(leads)}")
+  return np.array([lead in wanted for lead in leads], np.float32)
+
+
+def _iterate(ds: grain.MapDataset, data_config: ml_collections.ConfigDict):
+  it = ds.to_iter_dataset(grain.ReadOptions(
+      num_threads=data_config.read_threads,
+      prefetch_buffer_size=data_config.prefetch_buffer))
+  if data_config.worker_count > 0:
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()  # Grain's workers read absl flags (notebooks, tests).
+    it = it.mp_prefetch(grain.MultiprocessingOptions(
+        num_workers=data_config.worker_count))
+  return it
+
+
+def pretrain_dataset(config: ml_collections.ConfigDict, prepared: storage.PreparedSource,
+                     *, process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
+  """The infinite pretraining stream of this process's share of the global batch.
+
+  Args:
+    config: the experiment config (uses data.*, model.patch_size/num_leads/token_layout,
+      mask_ratio, batch_size = the global batch size).
+    prepared: the prepared source.
+    process_index, process_count: this JAX process's place; each process reads a
+      disjoint slice of the records and yields batch_size // process_count examples.
+  """
+  if config.batch_size % process_count:
+    raise ValueError(f"batch_size={config.batch_size} is not divisible by "
+                     f"{process_count} processes")
+  data = config.data
+  check_leads(config, prepared)
+  if prepared.members:
+    ds = _mixed_views(config, prepared, process_index, process_count)
+  else:
+    subset = views.SubsetSource(prepared,
+                                storage.fold_positions(prepared, data.pretrain_folds))
+    ds = _member_views(config, subset, process_index, process_count,
+                       seed=data.shuffle_seed, path=prepared.path)
+  ds = ds.batch(config.batch_size // process_count, drop_remainder=True)
+  return _iterate(ds, data)
+
+
+def _member_views(config, subset: views.SubsetSource, process_index: int,
+                  process_count: int, seed: int, path, patient_offset: int = 0,
+                  position_offset: int = 0) -> grain.MapDataset:
+  """This process's slice of `subset`, shuffled, repeated, as PretrainViews examples."""
+  if len(subset) < process_count:
+    raise ValueError(f"{path}: {len(subset)} records for {process_count} processes")
+  transform = views.PretrainViews(
+      subset, views.ViewSpec.from_config(config), config.data.augment,
+      config.data.patient_pairs, patient_offset, position_offset)
+  ds = grain.MapDataset.source(subset)
+  ds = ds[process_index::process_count]
+  ds = ds.shuffle(seed=seed).repeat()
+  return ds.random_map(transform, seed=seed + 1)
+
+
+def _mixed_views(config, corpus: storage.PreparedSource, process_index: int,
+                 process_count: int) -> grain.MapDataset:
+  """The corpus members' view streams mixed by weight (`MapDataset.mix`).
+
+  Each member is shuffled and repeated on its own, so the mix keeps its proportions
+  whatever the members' sizes; patients pair only within their member, and patient
+  keys are offset per member so that they never collide across sources.
+  """
+  streams, patient_offset = [], 0
+  for m, member in enumerate(corpus.members):
+    positions = storage.pretrain_positions(member, config.data.pretrain_folds)
+    subset = views.SubsetSource(member, positions)
+    streams.append(_member_views(
+        config, subset, process_index, process_count,
+        seed=config.data.shuffle_seed + 1000 * m, path=member.path,
+        patient_offset=patient_offset, position_offset=int(corpus.starts[m])))
+    patient_offset += subset.patients.num_patients
+  return grain.MapDataset.mix(streams, [float(w) for w in corpus.weights])
+
+
+def eval_dataset(config: ml_collections.ConfigDict, prepared: storage.PreparedSource,
+                 folds: Sequence[int], batch_size: int, *, process_index: int = 0,
+                 process_count: int = 1) -> grain.IterDataset:
+  """Every record of `folds` once, in prepared order; the last batch may be smaller.
+
+  With `data.eval_leads` set, leads outside it are zeroed (a 12-lead checkpoint
+  evaluated on fewer leads)."""
+  mask = eval_lead_mask(config, check_leads(config, prepared))
+  subset = views.SubsetSource(prepared, storage.fold_positions(prepared, folds))
+  ds = grain.MapDataset.source(subset)
+  ds = ds[process_index::process_count]
+  ds = ds.map(views.EvalView(views.ViewSpec.from_config(config), subset, mask))
+  ds = ds.batch(batch_size, drop_remainder=False)
+  return _iterate(ds, config.data)
+
+
+def finetune_dataset(config: ml_collections.ConfigDict, prepared: storage.PreparedSource,
+                     positions: np.ndarray, batch_size: int, *, seed: int = 0,
+                     augment_config: ml_collections.ConfigDict | None = None,
+                     process_index: int = 0, process_count: int = 1
+                     ) -> grain.IterDataset:
+  """The infinite, shuffled stream of labelled augmented views of `positions` (indices
+  in the prepared source), `batch_size // process_count` examples per process."""
+  if batch_size % process_count:
+    raise ValueError(f"batch_size={batch_size} is not divisible by {process_count} "
+                     "processes")
+  subset = views.SubsetSource(prepared, positions)
+  ds = grain.MapDataset.source(subset)[process_index::process_count]
+  ds = ds.shuffle(seed=seed).repeat()
+  ds = ds.random_map(views.LabelledView(views.ViewSpec.from_config(config),
+                                  augment_config or config.data.augment), seed=seed + 1)
+  ds = ds.batch(batch_size // process_count, drop_remainder=True)
+  return _iterate(ds, config.data)

@@ -1,0 +1,126 @@
+"""The Grain pipelines over the prepared synthetic PTB-XL demo data."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from crema_jax.data import storage
+from crema_jax.input import pipeline
+from crema_jax import masking
+
+
+@pytest.fixture(scope="module")
+def prepared(demo_config):
+  return storage.PreparedSource(demo_config.data.data_dir, "ptbxl")
+
+
+def _take(it, n):
+  return list(itertools.islice(it, n))
+
+
+def test_pretrain_batch_shapes(demo_config, prepared):
+  config = demo_config
+  batch = next(iter(pipeline.pretrain_dataset(config, prepared)))
+  b, t = config.batch_size, config.data.seq_len
+  n = masking.num_tokens(t, config.model.patch_size, 12, config.model.token_layout)
+  m = masking.num_masked(n, config.mask_ratio)
+  for name in ("view1", "view2", "pair"):
+    assert batch[name].shape == (b, t, 12) and batch[name].dtype == np.float32
+  for suffix in ("1", "2", "_pair"):
+    assert batch[f"keep{suffix}"].shape == (b, n - m)
+    assert batch[f"masked{suffix}"].shape == (b, m)
+    assert batch[f"keep{suffix}"].dtype == np.int32
+  assert batch["has_pair"].shape == (b,) and batch["has_pair"].dtype == bool
+  assert batch["patient"].dtype == np.int32
+  assert not np.allclose(batch["view1"], batch["view2"])  # Two different augmentations.
+  assert not np.array_equal(batch["masked1"], batch["masked2"])
+
+
+def test_pretraining_reads_only_pretrain_folds(demo_config, prepared):
+  positions = np.concatenate([b["position"] for b in
+                              _take(iter(pipeline.pretrain_dataset(demo_config, prepared)), 8)])
+  folds = prepared.index["fold"][positions]
+  assert set(folds.tolist()) <= set(demo_config.data.pretrain_folds)
+
+
+def test_same_patient_pairing(demo_config, prepared):
+  patient_ids = prepared.index["patient_id"]
+  pretrain = storage.fold_positions(prepared, demo_config.data.pretrain_folds)
+  ecgs_per_patient = {p: int(n) for p, n in
+                      zip(*np.unique(patient_ids[pretrain], return_counts=True))}
+  seen_pair = seen_single = False
+  for batch in _take(iter(pipeline.pretrain_dataset(demo_config, prepared)), 10):
+    for i in range(len(batch["position"])):
+      pos, pair_pos = batch["position"][i], batch["pair_position"][i]
+      count = ecgs_per_patient[patient_ids[pos]]
+      assert batch["has_pair"][i] == (count > 1)
+      if batch["has_pair"][i]:
+        seen_pair = True
+        assert pair_pos != pos and patient_ids[pair_pos] == patient_ids[pos]
+        assert prepared.index["fold"][pair_pos] in demo_config.data.pretrain_folds
+      else:
+        seen_single = True
+        assert pair_pos == pos
+    # Equal patient keys exactly where patient ids are equal.
+    same_key = batch["patient"][:, None] == batch["patient"][None, :]
+    same_id = patient_ids[batch["position"]][:, None] == patient_ids[batch["position"]][None]
+    np.testing.assert_array_equal(same_key, same_id)
+  assert seen_pair and seen_single
+
+
+def test_pipeline_is_reproducible(demo_config, prepared):
+  a = next(iter(pipeline.pretrain_dataset(demo_config, prepared)))
+  b = next(iter(pipeline.pretrain_dataset(demo_config, prepared)))
+  for key in a:
+    np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_iterator_state_resumes_exactly(demo_config, prepared):
+  it = iter(pipeline.pretrain_dataset(demo_config, prepared))
+  _take(it, 3)
+  state = it.get_state()
+  expected = _take(it, 3)
+  resumed = iter(pipeline.pretrain_dataset(demo_config, prepared))
+  resumed.set_state(state)
+  for want, got in zip(expected, _take(resumed, 3)):
+    for key in want:
+      np.testing.assert_array_equal(want[key], got[key])
+
+
+def test_processes_read_disjoint_records(demo_config, prepared):
+  config = demo_config
+  n = len(storage.fold_positions(prepared, config.data.pretrain_folds))
+  seen = []
+  for index in range(2):
+    epoch = len(range(index, n, 2))  # This process's records.
+    it = iter(pipeline.pretrain_dataset(config, prepared, process_index=index,
+                                        process_count=2))
+    batches = -(-epoch // (config.batch_size // 2))
+    positions = np.concatenate([b["position"] for b in _take(it, batches)])
+    assert positions.shape == (batches * config.batch_size // 2,)
+    seen.append(set(positions[:epoch].tolist()))
+    assert len(seen[-1]) == epoch  # One epoch visits each of its records once.
+  assert not seen[0] & seen[1]
+  assert len(seen[0] | seen[1]) == n
+
+
+def test_global_batch_must_divide_over_processes(demo_config, prepared):
+  with pytest.raises(ValueError, match="not divisible by 3 processes"):
+    pipeline.pretrain_dataset(demo_config, prepared, process_index=0, process_count=3)
+
+
+def test_eval_dataset_yields_each_record_once(demo_config, prepared):
+  folds = demo_config.data.test_folds + demo_config.data.val_folds
+  expected = storage.fold_positions(prepared, folds)
+  batches = list(pipeline.eval_dataset(demo_config, prepared, folds, batch_size=7))
+  positions = np.concatenate([b["position"] for b in batches])
+  np.testing.assert_array_equal(positions, expected)
+  labels = np.concatenate([b["labels"] for b in batches])
+  np.testing.assert_array_equal(labels, prepared.index["labels"][expected])
+  view = batches[0]["view"]
+  assert view.shape[1:] == (demo_config.data.seq_len, 12)
+  np.testing.assert_allclose(view.mean(axis=1), 0, atol=1e-4)
+  np.testing.assert_allclose(view.std(axis=1), 1, atol=1e-3)
+  again = next(iter(pipeline.eval_dataset(demo_config, prepared, folds, batch_size=7)))
+  np.testing.assert_array_equal(again["view"], view)  # Unaugmented: deterministic.
