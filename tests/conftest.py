@@ -5,6 +5,7 @@ prepared data and whole runs (their fixtures are in `integration/conftest.py`).
 """
 
 import os
+import sys
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
@@ -22,3 +23,8 @@ def pytest_configure(config):
     cache = config._tmp_path_factory.mktemp("xla_cache", numbered=False)  # pylint: disable=protected-access
     os.environ["JAX_COMPILATION_CACHE_DIR"] = str(cache)
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+  if "jax" in sys.modules:  # A conftest of the folder under test imported it first.
+    jax_config = sys.modules["jax"].config
+    jax_config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+    jax_config.update("jax_persistent_cache_min_compile_time_secs",
+                      float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))

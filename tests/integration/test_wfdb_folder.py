@@ -133,7 +133,7 @@ def test_patient_csv_problems(root, tmp_path):
   csv.write_text("record,subject_id\ng1/a257,17\n")
   with pytest.raises(records.SourceError, match="'patient_id'"):
     wfdb_folder.WFDBFolder(root, patient_csv=csv)
-  with pytest.raises(records.SourceError, match="patient CSV not found"):
+  with pytest.raises(records.SourceError, match="absent.csv not found: the patient CSV"):
     wfdb_folder.WFDBFolder(root, patient_csv=tmp_path / "absent.csv")
 
 

@@ -11,6 +11,11 @@ from crema_jax import losses
 
 
 # ----------------------------------------------------------- numpy references
+# Jitted once per shape and temperature: op-by-op dispatch compiles every primitive.
+sample_loss = jax.jit(losses.sample_contrastive_loss, static_argnums=2)
+patient_loss = jax.jit(losses.patient_contrastive_loss, static_argnums=3)
+
+
 def np_unit(z):
   return [np.asarray(v, np.float64) / math.sqrt(sum(float(c) ** 2 for c in v))
           for v in z]
@@ -85,7 +90,7 @@ def test_reconstruction_loss_without_masked_patches_is_zero():
 @pytest.mark.parametrize("temperature", [0.1, 0.5, 1.0])
 def test_sample_loss_matches_numpy(temperature):
   z1, z2 = normal(5, 8, seed=0), normal(5, 8, seed=1)
-  np.testing.assert_allclose(losses.sample_contrastive_loss(z1, z2, temperature),
+  np.testing.assert_allclose(sample_loss(z1, z2, temperature),
                              np_nt_xent(z1, z2, temperature), rtol=1e-5)
 
 
@@ -100,20 +105,20 @@ def test_sample_loss_small_case_by_hand():
   expected = np.mean([
       -math.log(math.exp(pos / t) / sum(math.exp(s / t) for s in others))
       for pos, others in anchors])
-  np.testing.assert_allclose(losses.sample_contrastive_loss(z1, z2, t), expected,
+  np.testing.assert_allclose(sample_loss(z1, z2, t), expected,
                              rtol=1e-6)
 
 
 def test_sample_loss_of_one_pair_is_zero():
   z = normal(1, 4)
-  np.testing.assert_allclose(losses.sample_contrastive_loss(z, -z, 0.1), 0.0, atol=1e-6)
+  np.testing.assert_allclose(sample_loss(z, -z, 0.1), 0.0, atol=1e-6)
 
 
 def test_sample_loss_is_scale_invariant():
   z1, z2 = normal(4, 6, seed=0), normal(4, 6, seed=1)
   scale = np.array([[0.01], [3.0], [100.0], [1.0]], np.float32)
-  np.testing.assert_allclose(losses.sample_contrastive_loss(z1 * scale, z2 * 7.0, 0.2),
-                             losses.sample_contrastive_loss(z1, z2, 0.2), rtol=1e-5)
+  np.testing.assert_allclose(sample_loss(z1 * scale, z2 * 7.0, 0.2),
+                             sample_loss(z1, z2, 0.2), rtol=1e-5)
 
 
 def test_temperature_sharpens_the_contrast():
@@ -122,9 +127,9 @@ def test_temperature_sharpens_the_contrast():
   z1 = normal(6, 16, seed=0)
   z2 = z1 + 0.3 * normal(6, 16, seed=1)
   temperatures = [0.05, 0.1, 0.5, 1.0]
-  aligned = [float(losses.sample_contrastive_loss(z1, z2, t)) for t in temperatures]
+  aligned = [float(sample_loss(z1, z2, t)) for t in temperatures]
   assert aligned == sorted(aligned)
-  opposed = [float(losses.sample_contrastive_loss(z1, -z1, t)) for t in temperatures]
+  opposed = [float(sample_loss(z1, -z1, t)) for t in temperatures]
   assert opposed == sorted(opposed, reverse=True)
 
 
@@ -132,9 +137,9 @@ def test_sample_loss_is_the_patient_loss_with_one_positive_each():
   z1, z2 = normal(4, 5, seed=0), normal(4, 5, seed=1)
   ids = np.concatenate([np.arange(4), np.arange(4)])
   np.testing.assert_allclose(
-      losses.patient_contrastive_loss(np.concatenate([z1, z2]), ids,
+      patient_loss(np.concatenate([z1, z2]), ids,
                                       np.ones(8, bool), 0.3),
-      losses.sample_contrastive_loss(z1, z2, 0.3), rtol=1e-5)
+      sample_loss(z1, z2, 0.3), rtol=1e-5)
 
 
 # ---------------------------------------------------------------- patient level
@@ -143,7 +148,7 @@ def test_patient_loss_matches_numpy():
   ids = np.array([3, 1, 3, 7, 1, 3, 9, 1, 7])
   valid = np.array([1, 1, 1, 0, 1, 1, 1, 1, 1], bool)  # Patient 7 keeps one sample.
   for t in (0.1, 0.7):
-    np.testing.assert_allclose(losses.patient_contrastive_loss(z, ids, valid, t),
+    np.testing.assert_allclose(patient_loss(z, ids, valid, t),
                                np_patient(z, ids, valid, t), rtol=1e-5)
 
 
@@ -154,7 +159,7 @@ def test_patient_loss_small_case_by_hand():
   t = 1.0
   anchor = -math.log(math.e / (math.e + 1.0))  # Each of the two anchors of patient 0.
   np.testing.assert_allclose(
-      losses.patient_contrastive_loss(z, ids, np.ones(3, bool), t), anchor, rtol=1e-6)
+      patient_loss(z, ids, np.ones(3, bool), t), anchor, rtol=1e-6)
 
 
 def test_invalid_samples_take_no_part():
@@ -162,8 +167,8 @@ def test_invalid_samples_take_no_part():
   valid = np.array([1, 1, 1, 1, 0, 1], bool)
   moved = z.copy()
   moved[4] = 50.0 * normal(4, seed=3)
-  np.testing.assert_allclose(losses.patient_contrastive_loss(moved, ids, valid, 0.2),
-                             losses.patient_contrastive_loss(z, ids, valid, 0.2),
+  np.testing.assert_allclose(patient_loss(moved, ids, valid, 0.2),
+                             patient_loss(z, ids, valid, 0.2),
                              rtol=1e-6)
 
 
@@ -186,9 +191,11 @@ def test_contrastive_gradients_are_finite_for_zero_vectors():
   z = normal(4, 3)
   z[2] = 0.0
   ids = np.array([0, 0, 1, 1])
-  grad = jax.grad(losses.patient_contrastive_loss)(z, ids, np.ones(4, bool), 0.1)
+  grad = jax.jit(jax.grad(losses.patient_contrastive_loss), static_argnums=3)(
+      z, ids, np.ones(4, bool), 0.1)
   assert np.isfinite(grad).all()
-  grad = jax.grad(losses.sample_contrastive_loss)(z, z[::-1], 0.1)
+  grad = jax.jit(jax.grad(losses.sample_contrastive_loss), static_argnums=2)(
+      z, z[::-1], 0.1)
   assert np.isfinite(grad).all()
 
 
@@ -196,16 +203,16 @@ def test_patient_loss_is_scale_invariant():
   z, ids = normal(6, 4), np.array([0, 1, 0, 1, 2, 2])
   scale = np.linspace(0.1, 20.0, 6, dtype=np.float32)[:, None]
   np.testing.assert_allclose(
-      losses.patient_contrastive_loss(z * scale, ids, np.ones(6, bool), 0.1),
-      losses.patient_contrastive_loss(z, ids, np.ones(6, bool), 0.1), rtol=1e-5)
+      patient_loss(z * scale, ids, np.ones(6, bool), 0.1),
+      patient_loss(z, ids, np.ones(6, bool), 0.1), rtol=1e-5)
 
 
 def test_contrastive_losses_accept_bfloat16():
   z1, z2 = normal(4, 8, seed=0), normal(4, 8, seed=1)
-  loss16 = losses.sample_contrastive_loss(jnp.asarray(z1, jnp.bfloat16),
+  loss16 = sample_loss(jnp.asarray(z1, jnp.bfloat16),
                                           jnp.asarray(z2, jnp.bfloat16), 0.1)
   assert loss16.dtype == jnp.float32
-  np.testing.assert_allclose(loss16, losses.sample_contrastive_loss(z1, z2, 0.1),
+  np.testing.assert_allclose(loss16, sample_loss(z1, z2, 0.1),
                              rtol=0.05)
 
 

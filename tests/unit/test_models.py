@@ -143,8 +143,7 @@ def test_sincos_1d():
 
 
 # -------------------------------------------------------------------- shapes
-@pytest.mark.parametrize("layout,use_cls,pool", [
-    ("joint", False, "mean"),
+@pytest.mark.parametrize("layout,use_cls,pool", [  # (joint, no CLS): every other test.
     ("joint", True, "cls"),
     ("per_lead", False, "mean"),
     ("per_lead", True, "mean"),

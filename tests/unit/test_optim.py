@@ -44,7 +44,7 @@ def test_weight_decay_skips_the_masked_leaves():
             "norm": {"scale": jnp.ones(2)}, "mask_token": jnp.ones((1, 1, 2))}
   tx = optim.make_optimizer(lr=0.1, warmup_steps=0, total_steps=10, weight_decay=0.5)
   zero_grads = jax.tree.map(jnp.zeros_like, params)
-  updates, _ = tx.update(zero_grads, tx.init(params), params)
+  updates, _ = jax.jit(tx.update)(zero_grads, tx.init(params), params)
   np.testing.assert_allclose(updates["dense"]["kernel"], -0.1 * 0.5)
   for leaf in (updates["dense"]["bias"], updates["norm"]["scale"],
                updates["mask_token"]):
