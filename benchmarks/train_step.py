@@ -4,8 +4,11 @@
       [--dtype bfloat16] [--mesh 4,2] [--remat] [--emb_dim 512 --depth 8] [--steps 5]
   python benchmarks/train_step.py --sweep [--batch_size 8] [--mesh 1,8]   # the table
 
-Times the fused, jitted step of crema_jax.train (both masked views through encoder and
-decoder, the contrastive losses, AdamW) on random inputs of the real shapes. Reports
+Times the fused, jitted step of crema_jax.step (standardisation, augmentation and
+masks of the raw crops, both masked views through encoder and decoder, the contrastive
+losses, AdamW) on random inputs of the real shapes. Reports the compiled step's
+collectives (kind, count, bytes per device) and how many of their bytes move
+signals, tokens or latents. Reports
 FLOPs per step from XLA's cost analysis, MFU against a large matmul timed on the same
 machine, and memory per device from the compiled step (XLA's memory analysis: the
 state, batch and temporaries one device holds) and from the live state shards. Prints
@@ -26,10 +29,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import common
-from crema_jax import masking
 from crema_jax import sharding
 from crema_jax import step as step_lib
 from crema_jax import train
+from crema_jax.input import views
 
 # Published dense bf16 peaks and memory per chip / GPU, for projections only.
 DEVICE_PEAKS = {
@@ -55,18 +58,31 @@ def matmul_peak_flops(dtype, n: int = 4096, repeats: int = 10) -> float:
 
 
 def random_batch(config, rng: np.random.Generator) -> dict:
-  b, t = config.batch_size, config.data.seq_len
-  n = masking.num_tokens(t, config.model.patch_size, config.model.num_leads,
-                         config.model.token_layout)
-  batch = {"has_pair": np.ones((b,), bool),
-           "patient": rng.integers(0, max(b // 2, 1), size=b).astype(np.int32)}
-  for name in ("1", "2", "_pair"):
-    key = "pair" if name == "_pair" else f"view{name}"
-    batch[key] = rng.standard_normal((b, t, 12), dtype=np.float32)
-    masks = [masking.random_masking(rng, n, config.mask_ratio) for _ in range(b)]
-    batch[f"keep{name}"] = np.stack([m[0] for m in masks])
-    batch[f"masked{name}"] = np.stack([m[1] for m in masks])
-  return batch
+  """A host batch of the real shapes: raw float16 crops [batch, views, time, leads]
+  (the step standardises, augments and masks them), patient, has_pair."""
+  b, t, leads = config.batch_size, config.data.seq_len, config.model.num_leads
+  return {"signals": rng.standard_normal((b, views.num_views(config), t, leads),
+                                         dtype=np.float32).astype(np.float16),
+          "has_pair": np.ones((b,), bool),
+          "patient": rng.integers(0, max(b // 2, 1), size=b).astype(np.int32)}
+
+
+def collective_report(config, compiled, abstract_params) -> dict:
+  """What the compiled step moves between devices, per device and step: by kind
+  (count, bytes), and the bytes of the collectives that move signals, tokens or
+  latents (`sharding.activation_collectives`; zero is the target)."""
+  found = sharding.collectives(compiled.as_text())
+  m = config.model
+  patch_dim = m.patch_size * (1 if m.token_layout == "per_lead" else m.num_leads)
+  moving = sharding.activation_collectives(
+      found, [x.shape for x in jax.tree.leaves(abstract_params)],
+      seq_len=config.data.seq_len, token_widths={patch_dim, m.emb_dim, m.decoder_dim},
+      fsdp=config.mesh.fsdp)
+  return {"by_kind": sharding.summarize_collectives(found),
+          "activation_bytes": sum(c["bytes"] for c in moving),
+          "activation_collectives": [
+              {"kind": c["kind"], "shapes": [f"{t}{list(d)}" for t, d in c["shapes"]]}
+              for c in moving[:10]]}
 
 
 def parse_mesh(text: str | None, fsdp: int) -> tuple[int, int]:
@@ -103,7 +119,8 @@ def measure(config, steps: int, run: bool = True) -> dict:
   """Compiles the step of `config` on its mesh; times `steps` steps when `run`."""
   mesh = sharding.make_mesh(config.mesh.fsdp)
   built = step_lib.build_run(config, mesh)
-  batch = sharding.global_batch(mesh, random_batch(config, np.random.default_rng(0)))
+  host_batch = random_batch(config, np.random.default_rng(0))
+  batch = sharding.global_batch(mesh, host_batch)
 
   start = time.perf_counter()
   compiled = built.train_step.lower(built.restore_target(), batch).compile()
@@ -128,6 +145,7 @@ def measure(config, steps: int, run: bool = True) -> dict:
       "memory_per_device_mib": round(compiled_bytes / 2 ** 20, 2),
       "state_argument_mib": round(mem.argument_size_in_bytes / 2 ** 20, 2),
       "temp_mib": round(mem.temp_size_in_bytes / 2 ** 20, 2),
+      "collectives": collective_report(config, compiled, built.abstract_state.params),
   }
   if not run:
     return result

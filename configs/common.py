@@ -55,7 +55,7 @@ def data_config() -> ml_collections.ConfigDict:
   c.eval_leads = ()             # Evaluate on these leads only, others zeroed (() = all).
   c.patient_pairs = True        # Pair each ECG with another of the same patient.
   c.shuffle_seed = 0
-  c.worker_count = 0            # Grain worker processes (0: threads in-process).
+  c.worker_count = "auto"       # Grain worker processes: "auto" (sized to the host) or N.
   c.read_threads = 2
   c.prefetch_buffer = 4
   c.augment = augment_config()
@@ -103,7 +103,7 @@ def base_config(variant: str, loss_preset: str = "hl") -> ml_collections.ConfigD
   config.data = data_config()
   config.model = model_config(variant)
   config.data.seq_len = models.VARIANTS[variant]["seq_len"]
-  config.mask_ratio = 0.75
+  config.mask_ratio = 0.0 if loss_preset == "cl" else 0.75  # CL: whole views.
   config.loss = loss_config(loss_preset)
   config.optimizer = optimizer_config()
   config.compute_dtype = "float32"  # "bfloat16" on TPU/GPU; parameters stay float32.

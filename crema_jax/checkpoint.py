@@ -6,6 +6,9 @@
   written by its own process; in a multi-host job every process calls `save`),
 - `config`: the run's config as JSON.
 The manager keeps the latest `keep` checkpoints plus the one with the lowest loss.
+Saves are asynchronous: the train state is copied off the devices, then written in the
+background while training goes on (the iterator state and config are written before
+`save` returns); `save(..., wait=True)` and `close` wait for the write to finish.
 
 A run resumes on any number of devices (Orbax reshards the state), but only with the
 number of processes that wrote the checkpoint: each process reads its own slice of the
@@ -43,7 +46,7 @@ def manager(workdir: str | pathlib.Path, *, every_steps: int = 1000, keep: int =
       ]),
       create=not read_only,
       read_only=read_only,
-      enable_async_checkpointing=False,
+      enable_async_checkpointing=not read_only,
   )
   if not read_only:
     return ocp.CheckpointManager(directory, options=options)
@@ -58,15 +61,17 @@ def manager(workdir: str | pathlib.Path, *, every_steps: int = 1000, keep: int =
 
 def save(mngr: ocp.CheckpointManager, step: int, state: Any,
          data_iterator: grain.DatasetIterator | None, config: ml_collections.ConfigDict,
-         *, loss: float | None = None, force: bool = False) -> bool:
-  """Saves when the interval says so (or `force`); returns whether it saved."""
+         *, loss: float | None = None, force: bool = False, wait: bool = False) -> bool:
+  """Saves when the interval says so (or `force`); returns whether it saved. The
+  write goes on in the background unless `wait` (a preemption or the last step)."""
   items = {"state": ocp.args.StandardSave(state),
            "config": ocp.args.JsonSave(config.to_dict())}
   if data_iterator is not None:
     items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
   saved = mngr.save(step, args=ocp.args.Composite(**items),
                     metrics=None if loss is None else {"loss": float(loss)}, force=force)
-  mngr.wait_until_finished()
+  if wait:
+    mngr.wait_until_finished()
   return saved
 
 

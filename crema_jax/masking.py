@@ -1,4 +1,5 @@
-"""MAE patch masking, drawn on the host so that every run is reproducible.
+"""MAE patch tokens and how many of them a mask hides (the masks themselves are drawn
+on the device, in the step: `crema_jax.input.device.random_mask`).
 
 A signal `[time, leads]` becomes `num_tokens` patch tokens: `time // patch_size` in the
 `joint` layout (one token holds all leads of a time patch) or `leads * time // patch_size`
@@ -8,8 +9,6 @@ only on the ratio, so every batch has the same static shapes under `jax.jit`.
 """
 
 from __future__ import annotations
-
-import numpy as np
 
 TOKEN_LAYOUTS = ("joint", "per_lead")
 
@@ -29,16 +28,3 @@ def num_masked(num_tokens_: int, mask_ratio: float) -> int:
   if not 0.0 <= mask_ratio < 1.0:
     raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
   return min(int(round(num_tokens_ * mask_ratio)), num_tokens_ - 1)
-
-
-def random_masking(rng: np.random.Generator, num_tokens_: int,
-                   mask_ratio: float) -> tuple[np.ndarray, np.ndarray]:
-  """Draws one MAE mask.
-
-  Returns:
-    ids_keep: [N - M] int32, sorted indices of the visible tokens.
-    ids_masked: [M] int32, sorted indices of the masked tokens.
-  """
-  m = num_masked(num_tokens_, mask_ratio)
-  order = rng.permutation(num_tokens_).astype(np.int32)
-  return np.sort(order[m:]), np.sort(order[:m])

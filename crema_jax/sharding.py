@@ -1,4 +1,5 @@
-"""Device mesh and shardings: batch over every device, parameters replicated or FSDP.
+"""Device mesh and shardings: batch over every device, parameters replicated or FSDP;
+and what a compiled program moves between devices (`collectives`).
 
 The mesh has axes ('data', 'fsdp'). The batch is split over both axes together (every
 device gets its own examples); with fsdp > 1 each parameter's largest divisible
@@ -7,7 +8,8 @@ dimension is additionally split over 'fsdp', and XLA gathers it where it is used
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Iterable
 
 import jax
 from jax.sharding import NamedSharding
@@ -63,3 +65,74 @@ def global_batch(mesh: jax.sharding.Mesh, local_batch: dict[str, np.ndarray]) ->
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
       local_batch)
+
+
+# ------------------------------------------------------------------ collectives
+COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "collective-permute",
+               "all-to-all")
+_DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2,
+                "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8}
+_COLLECTIVE_LINE = re.compile(
+    r"^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*(?P<shapes>.+?)\s+"
+    r"(?P<kind>" + "|".join(COLLECTIVES) + r")(?P<start>-start)?\(")
+_SHAPE = re.compile(r"\b(?P<dtype>[a-z]+\d*)\[(?P<dims>[\d,]*)\]")
+
+
+def collectives(hlo_text: str) -> list[dict]:
+  """The collectives of a compiled program's HLO (`compiled.as_text()`), one dict
+  each: kind, shapes (a list of (dtype, dims) results; asynchronous `-start` ops
+  list their one result) and bytes (what one device receives or sends)."""
+  found = []
+  for line in hlo_text.splitlines():
+    match = _COLLECTIVE_LINE.match(line)
+    if not match:
+      continue
+    shapes = [(s["dtype"], tuple(int(d) for d in s["dims"].split(",") if d))
+              for s in _SHAPE.finditer(match["shapes"]) if s["dtype"] in _DTYPE_BYTES]
+    sizes = [_DTYPE_BYTES[dtype] * int(np.prod(dims)) for dtype, dims in shapes]
+    if match["start"] and shapes:  # (operand, result[, scratch]): the largest.
+      largest = int(np.argmax(sizes))
+      shapes, sizes = [shapes[largest]], [sizes[largest]]
+    found.append({"kind": match["kind"], "shapes": shapes, "bytes": int(sum(sizes))})
+  return found
+
+
+def summarize_collectives(found: list[dict]) -> dict:
+  """{kind: {"count", "bytes"}} per device and step."""
+  summary = {}
+  for c in found:
+    entry = summary.setdefault(c["kind"], {"count": 0, "bytes": 0})
+    entry["count"] += 1
+    entry["bytes"] += c["bytes"]
+  return summary
+
+
+def activation_collectives(found: list[dict], param_shapes: Iterable[tuple[int, ...]],
+                           *, seq_len: int, token_widths: Iterable[int],
+                           fsdp: int = 1) -> list[dict]:
+  """The collectives of `found` that move signals, tokens or latents.
+
+  A shape is a signal's when it has the time axis (`seq_len`), and a token's or
+  latent's when it is not a parameter's (up to a transpose and unit axes: gradient
+  reductions use XLA's layouts; or an FSDP shard of one, one axis divided by `fsdp`),
+  has rank 2 or more and ends in a token width (a
+  token's patch values, the encoder or decoder width). The contrastive embeddings
+  and similarities, the loss and per-example scalars are none of these."""
+  def canonical(shape):
+    return tuple(sorted(d for d in shape if d != 1))
+
+  params = set()
+  for shape in map(tuple, param_shapes):
+    params.add(canonical(shape))
+    for axis, size in enumerate(shape):
+      if fsdp > 1 and size % fsdp == 0:
+        params.add(canonical(shape[:axis] + (size // fsdp,) + shape[axis + 1:]))
+  widths = set(token_widths)
+
+  def moves_activations(shape) -> bool:
+    if seq_len in shape:
+      return True
+    return (len(shape) >= 2 and shape[-1] in widths and
+            canonical(shape) not in params)
+
+  return [c for c in found if any(moves_activations(d) for _, d in c["shapes"])]

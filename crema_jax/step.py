@@ -1,11 +1,15 @@
-"""The hybrid-learning step: one global batch of views -> the CREMA loss -> AdamW.
+"""The hybrid-learning step: one global batch of raw crops -> views -> the CREMA loss
+-> AdamW.
 
-One jitted step takes a global batch of two masked views of each ECG (and, with
-`data.patient_pairs`, one view of another ECG of the same patient), runs the encoder on
-the visible tokens of every view, the decoder on the two views, computes
+One jitted step takes the host's raw crops (two of each ECG and, with the patient loss
+and `data.patient_pairs`, one of another ECG of the same patient), standardises,
+augments and masks them (`crema_jax.input.device`), runs the encoder on the visible
+tokens of every view and the decoder on the two views of each ECG, computes
 `L = L_rec + lambda_sample L_sample + lambda_patient L_patient` and applies AdamW. The
-batch is sharded over every device; the contrastive losses see the whole global batch.
-`build_run(config, mesh)` puts the model, optimizer, state layout and step together.
+batch is sharded over every device on its batch axis only: the views of an example
+never leave its device, and only the contrastive embeddings, the loss and the
+gradients are communicated. `build_run(config, mesh)` puts the model, optimizer, state
+layout and step together.
 """
 
 from __future__ import annotations
@@ -24,6 +28,16 @@ from crema_jax import losses
 from crema_jax import models
 from crema_jax import optim
 from crema_jax import sharding
+from crema_jax.input import device
+
+
+# What the step reads of a pipeline batch (the rest, such as positions, stays on the host).
+STEP_INPUTS = ("signals", "patient", "has_pair")
+
+
+def host_inputs(batch: dict) -> dict:
+  """The arrays of a host batch that the step reads."""
+  return {k: batch[k] for k in STEP_INPUTS}
 
 
 @flax.struct.dataclass
@@ -38,7 +52,7 @@ def make_init_state(model: models.CREMA, optimizer: optax.GradientTransformation
   """rng -> the initial TrainState (traceable, for jax.eval_shape and jax.jit)."""
 
   def init_state(rng: jax.Array) -> TrainState:
-    params = models.init_params(model, rng, config.mask_ratio)
+    params = models.init_params(model, rng)  # Shapes do not depend on the mask.
     return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
 
   return init_state
@@ -46,57 +60,73 @@ def make_init_state(model: models.CREMA, optimizer: optax.GradientTransformation
 
 def forward(model: models.CREMA, params, batch: dict, config: ml_collections.ConfigDict,
             rng: jax.Array | None, train: bool = True) -> tuple[jax.Array, dict]:
-  """The hybrid loss of one global batch; returns (loss, metrics).
+  """The hybrid loss of one global batch of views; returns (loss, metrics).
 
-  batch: view1, view2, pair [B, T, leads]; keep*, masked* [B, K] / [B, M]; has_pair [B];
-  patient [B].
+  batch (the schema of `crema_jax.input.device`): signals [B, V, T, leads]; ids_keep
+  [B, V, K]; ids_masked [B, V, M]; patient [B]; has_pair [B]. Views 0 and 1 are two
+  views of each ECG; view 2, when V = 3, a view of another ECG of the same patient.
+  The views of an example stay on its device: they are flattened into the batch
+  ([B * V, ...], example-major) and sliced on their own axis, never across the batch.
   """
   weights = config.loss
-  with_pairs = config.data.patient_pairs and weights.patient > 0
-  names = ("1", "2", "_pair") if with_pairs else ("1", "2")
-  x = jnp.concatenate([batch["pair" if n == "_pair" else f"view{n}"] for n in names])
-  keep = jnp.concatenate([batch[f"keep{n}"] for n in names])
-  masked = jnp.concatenate([batch[f"masked{n}"] for n in names])
-  b = batch["view1"].shape[0]
-  rngs = {"dropout": rng} if rng is not None else {}
+  x, keep, masked = batch["signals"], batch["ids_keep"], batch["ids_masked"]
+  b, v = x.shape[:2]
+
+  def flat(a):  # [B, V', ...] -> [B * V', ...]
+    return a.reshape((b * a.shape[1],) + a.shape[2:])
 
   def run(module: models.CREMA):
-    latent = module.forward_encoder(x, keep, train=train)
-    z = module.project(module.pool_latent(latent))
+    latent = module.forward_encoder(flat(x), flat(keep), train=train)
+    z = module.project(module.pool_latent(latent)).reshape(b, v, -1)   # [B, V, P]
     if weights.reconstruction == 0:
       return z, None, None
-    pred = module.forward_decoder(latent[:2 * b], keep[:2 * b], masked[:2 * b],
-                                  train=train)
-    return z, pred, module.targets(x[:2 * b], masked[:2 * b])
+    latent = latent.reshape((b, v) + latent.shape[1:])[:, :2]  # The two ECG views.
+    pred = module.forward_decoder(flat(latent), flat(keep[:, :2]),
+                                  flat(masked[:, :2]), train=train)
+    return z, pred, module.targets(flat(x[:, :2]), flat(masked[:, :2]))
 
+  rngs = {"dropout": rng} if rng is not None else {}
   z, pred, target = model.apply({"params": params}, method=run, rngs=rngs)
-  if with_pairs:
-    z_patient = jnp.concatenate([z[:b], z[2 * b:]])
-    patient_ids = jnp.concatenate([batch["patient"], batch["patient"]])
-    patient_valid = jnp.concatenate([jnp.ones((b,), bool), batch["has_pair"]])
+  if v == 3:  # Each ECG and its pair view, example-major: [z0, pair0, z1, pair1, ...].
+    z_patient = z[:, ::2].reshape(2 * b, -1)
+    patient_ids = jnp.repeat(batch["patient"], 2)
+    patient_valid = jnp.stack([jnp.ones((b,), bool), batch["has_pair"]], 1).reshape(-1)
   else:  # In-batch patients only (CLOCS-style): other ECGs of a patient in the batch.
-    z_patient, patient_ids, patient_valid = z[:b], batch["patient"], jnp.ones((b,), bool)
+    z_patient, patient_ids, patient_valid = z[:, 0], batch["patient"], jnp.ones((b,), bool)
   loss, parts = losses.hybrid_objective(
       {k: weights[k] for k in losses.LOSS_NAMES}, weights.temperature, pred=pred,
-      target=target, z1=z[:b], z2=z[b:2 * b], z_patient=z_patient,
+      target=target, z1=z[:, 0], z2=z[:, 1], z_patient=z_patient,
       patient_ids=patient_ids, patient_valid=patient_valid)
   return loss, {"loss": loss, **{f"loss_{k}": v for k, v in parts.items()}}
 
 
 def make_train_step(model, optimizer, config, state_shardings, mesh):
-  """The jitted, state-donating step: (state, batch) -> (state, metrics)."""
-  base_rng = jax.random.key(config.seed)
+  """The jitted, state-donating step: (state, host batch) -> (state, metrics). The host batch holds raw crops (`signals [B, V, T, leads]`), `patient` and
+  `has_pair`; the step standardises, augments and masks them (`input.device`) with
+  keys of (seed, step, example) before the loss."""
+  transform = device.ViewTransform.from_config(config)
+  view_seed, dropout_rng = config.seed, jax.random.fold_in(jax.random.key(config.seed), 1)
 
   def step_fn(state: TrainState, batch: dict):
-    rng = jax.random.fold_in(base_rng, state.step)
+    keys = device.example_keys(view_seed, state.step, batch["signals"].shape[0])
+    # Each device draws its own examples' randomness: without this XLA may draw it
+    # elsewhere and move it (all-to-all of per-example values).
+    keys = jax.lax.with_sharding_constraint(keys, sharding.batch_sharding(mesh))
+    views = device.pretrain_views(transform, keys, batch["signals"])
+    inputs = {**views, "patient": batch["patient"], "has_pair": batch["has_pair"]}
+    rng = jax.random.fold_in(dropout_rng, state.step)
     grad_fn = jax.value_and_grad(
-        lambda p: forward(model, p, batch, config, rng, train=True), has_aux=True)
+        lambda p: forward(model, p, inputs, config, rng, train=True), has_aux=True)
     (_, step_metrics), grads = grad_fn(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     step_metrics["grad_norm"] = optax.global_norm(grads)
     return TrainState(state.step + 1, params, opt_state), step_metrics
 
+  # The state is donated (its update reuses its buffers). The batch is not: XLA reuses
+  # a donated buffer only for an output of its shape and dtype, and the step has none
+  # like the batch, so donating it would only be refused ("donated buffers were not
+  # usable").
   return jax.jit(step_fn, donate_argnums=0,
                  out_shardings=(state_shardings, sharding.replicated(mesh)))
 

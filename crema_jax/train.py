@@ -147,7 +147,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> 
   distributed.barrier("training loop")
   try:
     for step in range(start_step + 1, config.total_steps + 1):
-      batch = sharding.global_batch(mesh, next(data_iter))
+      batch = sharding.global_batch(mesh, step_lib.host_inputs(next(data_iter)))
       state, step_metrics = run.train_step(state, batch)
       window.append(step_metrics)
       preempted = preemption.reached(step)  # Once: a later signal waits a step.
@@ -176,7 +176,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> 
         window, window_start = [], time.perf_counter()
         if wants_save:
           checkpoint.save(mngr, step, state, data_iter, config, loss=scalars["loss"],
-                          force=True)
+                          force=True, wait=preempted or step == config.total_steps)
           last_saved = step
       bar.update(1)
       if preempted:

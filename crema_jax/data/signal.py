@@ -94,14 +94,3 @@ def resample(x: np.ndarray, from_rate: float, to_rate: float) -> np.ndarray:
     return np.asarray(x, np.float32)
   return scipy_signal.resample_poly(x, up, down, axis=0,
                                     padtype="line").astype(np.float32)
-
-
-def standardize_leads(x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-  """Per-lead zero mean and unit standard deviation of x: [time, leads].
-
-  A flat lead (std below eps, e.g. a dropped lead) becomes all zeros.
-  """
-  x = np.asarray(x, np.float32)
-  mean = x.mean(axis=0, keepdims=True)
-  std = x.std(axis=0, keepdims=True)
-  return np.where(std > eps, (x - mean) / np.maximum(std, eps), np.float32(0))

@@ -25,6 +25,7 @@ import tqdm
 from crema_jax.data import storage
 from crema_jax.evaluation import features as features_lib
 from crema_jax.evaluation import scores
+from crema_jax.input import device
 from crema_jax.input import pipeline
 from crema_jax import models
 from crema_jax import optim
@@ -112,17 +113,21 @@ def finetune(model: models.CREMA, crema_params: Any, config: ml_collections.Conf
   replicated = sharding.replicated(mesh)
   params = jax.device_put(params, replicated)
   opt_state = jax.jit(optimizer.init, out_shardings=replicated)(params)
-  base_rng = jax.random.key(seed)
+  # The pretraining views' standardisation and augmentation, on the device.
+  transform = device.ViewTransform.from_config(config)
+  view_seed, dropout_rng = seed, jax.random.fold_in(jax.random.key(seed), 1)
 
-  def loss_fn(p, x, y, rng):
+  def loss_fn(p, crops, y, i):
+    keys = device.example_keys(view_seed, i, crops.shape[0])
+    x = jax.vmap(transform.view)(keys, crops)
     feats = model.apply({"params": p["crema"]}, x, train=True, method=model.embed,
-                        rngs={"dropout": rng})
+                        rngs={"dropout": jax.random.fold_in(dropout_rng, i)})
     return optax.sigmoid_binary_cross_entropy(
         feats @ p["head"]["w"] + p["head"]["b"], y).mean()
 
   @jax.jit
   def step(p, s, x, y, i):
-    loss, grads = jax.value_and_grad(loss_fn)(p, x, y, jax.random.fold_in(base_rng, i))
+    loss, grads = jax.value_and_grad(loss_fn)(p, x, y, i)
     updates, s = optimizer.update(grads, s, p)
     return optax.apply_updates(p, updates), s, loss
 

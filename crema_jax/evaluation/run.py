@@ -40,7 +40,7 @@ from crema_jax.evaluation import restore
 from crema_jax.evaluation import scores
 from crema_jax.evaluation import shifts
 from crema_jax.evaluation import splits
-from crema_jax import masking
+from crema_jax.input import device
 from crema_jax import metrics
 from crema_jax import models
 from crema_jax import sharding
@@ -256,10 +256,10 @@ def reconstruct(model: models.CREMA, params: Any, x: np.ndarray, mask_ratio: flo
   bool). With per-patch normalised targets the prediction is mapped back with each
   original patch's mean and std, as MAE's figures do.
   """
-  rng = np.random.default_rng(seed)
-  keep, masked = zip(*(masking.random_masking(rng, model.num_tokens, mask_ratio)
-                       for _ in range(len(x))))
-  keep, masked = np.stack(keep), np.stack(masked)
+  keys = jax.random.split(jax.random.key(seed), len(x))
+  keep, masked = jax.vmap(lambda k: device.random_mask(k, model.num_tokens,
+                                                       mask_ratio))(keys)
+  keep, masked = np.asarray(keep), np.asarray(masked)
   out = model.apply({"params": params}, x, keep, masked)
   pred = np.asarray(out["pred"])
   if model.norm_targets:

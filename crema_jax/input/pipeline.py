@@ -1,8 +1,10 @@
 """Grain input pipelines over a prepared source.
 
 Pretraining: `MapDataset.source -> [process shard] -> shuffle -> repeat -> random_map(
-PretrainViews) -> batch -> to_iter_dataset -> [mp_prefetch]`. Each example holds two
-augmented, masked views of one ECG and one view of another ECG of the same patient.
+PretrainCrops) -> batch -> to_iter_dataset -> [mp_prefetch]`. Each example holds the
+raw crops of its views (two of one ECG, and one of another ECG of the same patient when
+the patient loss uses it); the step standardises, augments and masks them on the
+device (`crema_jax.input.device`).
 A prepared corpus runs that chain up to `random_map` per source and mixes the sources'
 streams by weight (`MapDataset.mix`) before batching; patient keys are offset per
 source. Evaluation: one centred, unaugmented view with labels, every record once, in
@@ -15,6 +17,7 @@ exactly.
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 from absl import flags
@@ -66,25 +69,43 @@ def eval_lead_mask(config: ml_collections.ConfigDict,
   return np.array([lead in wanted for lead in leads], np.float32)
 
 
+def worker_count(value: int | str, cpus: int | None = None) -> int:
+  """Grain worker processes for `data.worker_count`: a number, or "auto" = one per
+  host core beyond two (kept for the training loop and the runtime), at most 16; 0 (the
+  reading threads of this process) on a host of two cores or fewer."""
+  if value == "auto":
+    cpus = cpus or os.cpu_count() or 1
+    return min(max(cpus - 2, 0), 16)
+  try:
+    count = int(value)
+  except (TypeError, ValueError):
+    count = -1
+  if count < 0:
+    raise ValueError(f"data.worker_count={value!r}: expected 'auto' or a count >= 0")
+  return count
+
+
 def _iterate(ds: grain.MapDataset, data_config: ml_collections.ConfigDict):
   it = ds.to_iter_dataset(grain.ReadOptions(
       num_threads=data_config.read_threads,
       prefetch_buffer_size=data_config.prefetch_buffer))
-  if data_config.worker_count > 0:
+  workers = worker_count(data_config.worker_count)
+  if workers > 0:
     if not flags.FLAGS.is_parsed():
       flags.FLAGS.mark_as_parsed()  # Grain's workers read absl flags (notebooks, tests).
-    it = it.mp_prefetch(grain.MultiprocessingOptions(
-        num_workers=data_config.worker_count))
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
   return it
 
 
 def pretrain_dataset(config: ml_collections.ConfigDict, prepared: storage.PreparedSource,
                      *, process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
-  """The infinite pretraining stream of this process's share of the global batch.
+  """The infinite pretraining stream of this process's share of the global batch:
+  batches of `views.PretrainCrops` (signals [b, views, seq_len, leads] float16, patient,
+  has_pair, position, pair_position).
 
   Args:
-    config: the experiment config (uses data.*, model.patch_size/num_leads/token_layout,
-      mask_ratio, batch_size = the global batch size).
+    config: the experiment config (uses data.*, loss.patient, model.num_leads,
+      batch_size = the global batch size).
     prepared: the prepared source.
     process_index, process_count: this JAX process's place; each process reads a
       disjoint slice of the records and yields batch_size // process_count examples.
@@ -108,12 +129,12 @@ def pretrain_dataset(config: ml_collections.ConfigDict, prepared: storage.Prepar
 def _member_views(config, subset: views.SubsetSource, process_index: int,
                   process_count: int, seed: int, path, patient_offset: int = 0,
                   position_offset: int = 0) -> grain.MapDataset:
-  """This process's slice of `subset`, shuffled, repeated, as PretrainViews examples."""
+  """This process's slice of `subset`, shuffled, repeated, as PretrainCrops examples."""
   if len(subset) < process_count:
     raise ValueError(f"{path}: {len(subset)} records for {process_count} processes")
-  transform = views.PretrainViews(
-      subset, views.ViewSpec.from_config(config), config.data.augment,
-      config.data.patient_pairs, patient_offset, position_offset)
+  transform = views.PretrainCrops(
+      subset, config.data.seq_len, views.num_views(config),
+      config.data.augment.random_crop, patient_offset, position_offset)
   ds = grain.MapDataset.source(subset)
   ds = ds[process_index::process_count]
   ds = ds.shuffle(seed=seed).repeat()
@@ -143,7 +164,8 @@ def _mixed_views(config, corpus: storage.PreparedSource, process_index: int,
 def eval_dataset(config: ml_collections.ConfigDict, prepared: storage.PreparedSource,
                  folds: Sequence[int], batch_size: int, *, process_index: int = 0,
                  process_count: int = 1) -> grain.IterDataset:
-  """Every record of `folds` once, in prepared order; the last batch may be smaller.
+  """Every record of `folds` once, in prepared order, as centred float32 mV crops
+  (`views.EvalView`); the last batch may be smaller.
 
   With `data.eval_leads` set, leads outside it are zeroed (a 12-lead checkpoint
   evaluated on fewer leads)."""
@@ -151,25 +173,24 @@ def eval_dataset(config: ml_collections.ConfigDict, prepared: storage.PreparedSo
   subset = views.SubsetSource(prepared, storage.fold_positions(prepared, folds))
   ds = grain.MapDataset.source(subset)
   ds = ds[process_index::process_count]
-  ds = ds.map(views.EvalView(views.ViewSpec.from_config(config), subset, mask))
+  ds = ds.map(views.EvalView(config.data.seq_len, subset, mask))
   ds = ds.batch(batch_size, drop_remainder=False)
   return _iterate(ds, config.data)
 
 
 def finetune_dataset(config: ml_collections.ConfigDict, prepared: storage.PreparedSource,
                      positions: np.ndarray, batch_size: int, *, seed: int = 0,
-                     augment_config: ml_collections.ConfigDict | None = None,
-                     process_index: int = 0, process_count: int = 1
-                     ) -> grain.IterDataset:
-  """The infinite, shuffled stream of labelled augmented views of `positions` (indices
-  in the prepared source), `batch_size // process_count` examples per process."""
+                     random_crop: bool = True, process_index: int = 0,
+                     process_count: int = 1) -> grain.IterDataset:
+  """The infinite, shuffled stream of labelled raw crops (`views.LabelledCrop`) of
+  `positions` (indices in the prepared source), `batch_size // process_count` examples
+  per process; the fine-tuning step standardises and augments them."""
   if batch_size % process_count:
     raise ValueError(f"batch_size={batch_size} is not divisible by {process_count} "
                      "processes")
   subset = views.SubsetSource(prepared, positions)
   ds = grain.MapDataset.source(subset)[process_index::process_count]
   ds = ds.shuffle(seed=seed).repeat()
-  ds = ds.random_map(views.LabelledView(views.ViewSpec.from_config(config),
-                                  augment_config or config.data.augment), seed=seed + 1)
+  ds = ds.random_map(views.LabelledCrop(config.data.seq_len, random_crop), seed=seed + 1)
   ds = ds.batch(batch_size // process_count, drop_remainder=True)
   return _iterate(ds, config.data)

@@ -1,25 +1,28 @@
-"""Per-example transforms: one prepared record -> the views the step or a probe reads.
+"""Host side of the views: one prepared record -> the raw crops the step reads.
 
-- `PretrainViews`: two augmented, masked views of one ECG, plus a view of another ECG
-  of the same patient (`PatientIndex`);
-- `EvalView`: one centred, unaugmented, normalised view with its labels;
-- `LabelledView`: one augmented view with its labels (fine-tuning).
-All randomness comes from the per-example Generator Grain hands to a `RandomMap`, so a
-run is reproducible and resumes exactly.
+- `PretrainCrops`: crops of one ECG for its two views, plus one of another ECG of the
+  same patient (`PatientIndex`) when the patient loss uses it;
+- `EvalView`: the centred crop with its labels (probing);
+- `LabelledCrop`: one crop with its labels (fine-tuning).
+The host only slices the stored float16 record: standardisation, augmentation and the
+MAE masks run in the jitted step (`crema_jax.input.device`). The crop positions come
+from the per-example Generator Grain hands to a `RandomMap`, so a run is reproducible
+and its iterator state resumes it exactly.
 """
 
 from __future__ import annotations
-
-import dataclasses
 
 import grain
 import ml_collections
 import numpy as np
 
-from crema_jax.data import signal
 from crema_jax.data import storage
-from crema_jax.input import augment
-from crema_jax import masking
+
+
+def num_views(config: ml_collections.ConfigDict) -> int:
+  """Views per pretraining example: two of each ECG, plus a view of another ECG of the
+  same patient when the patient loss is on and `data.patient_pairs`."""
+  return 3 if config.data.patient_pairs and config.loss.patient > 0 else 2
 
 
 def patient_keys(patient_ids: np.ndarray) -> np.ndarray:
@@ -73,89 +76,75 @@ class SubsetSource:
     return f"SubsetSource({len(self)} records)"
 
 
-@dataclasses.dataclass(frozen=True)
-class ViewSpec:
-  """How one view is cut, normalised and masked."""
-  seq_len: int
-  sampling_rate: int
-  normalize: str
-  num_tokens: int
-  mask_ratio: float
-
-  @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict) -> "ViewSpec":
-    return cls(
-        seq_len=config.data.seq_len, sampling_rate=config.data.sampling_rate,
-        normalize=config.data.normalize,
-        num_tokens=masking.num_tokens(config.data.seq_len, config.model.patch_size,
-                                      config.model.num_leads, config.model.token_layout),
-        mask_ratio=config.mask_ratio)
-
-  def signal(self, ecg: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
-    """float16 [time, 12] mV -> float32 [seq_len, 12], cropped and normalised."""
-    x = augment.crop(np.asarray(ecg, np.float32), self.seq_len, rng)
-    if self.normalize == "per_lead":
-      x = signal.standardize_leads(x)
-    return x
+def crop(ecg: np.ndarray, length: int, rng: np.random.Generator | None) -> np.ndarray:
+  """A window of a stored record, as stored (float16 mV): [time, leads] ->
+  [length, leads], random (rng) or centred (rng=None); a shorter record is zero-padded
+  at the end. Slicing only: the transforms that cost run on the device."""
+  t = ecg.shape[0]
+  if t < length:
+    return np.pad(ecg, ((0, length - t), (0, 0)))
+  start = (t - length) // 2 if rng is None else int(rng.integers(0, t - length + 1))
+  return ecg[start:start + length]
 
 
-class PretrainViews(grain.transforms.RandomMap):
-  """One record -> two augmented masked views, plus a same-patient partner view.
+class PretrainCrops(grain.transforms.RandomMap):
+  """One record -> the raw crops of its views (`device.num_views`: two crops of the
+  ECG, plus one of another ECG of the same patient when the patient loss uses it).
 
-  Output (numpy): view1, view2, pair [seq_len, leads] float32; keep1, masked1, keep2,
-  masked2, keep_pair, masked_pair [K] / [M] int32; has_pair bool (False: no other ECG
-  of this patient, and `pair` is a third view of the same ECG); patient int32 (equal for
-  ECGs of one patient); position, pair_position int64 (indices in the prepared source).
+  Output (numpy): signals [views, seq_len, leads] float16 mV; patient int32 (equal for
+  ECGs of one patient); has_pair bool (False: no other ECG of this patient, and view 2
+  is a third crop of the same ECG); position, pair_position int64 (indices in the
+  prepared source; pair_position is position without a pair view). Standardisation,
+  augmentation and masks are the step's (`crema_jax.input.device`).
   """
 
-  def __init__(self, subset: SubsetSource, spec: ViewSpec,
-               augment_config: ml_collections.ConfigDict, patient_pairs: bool,
+  def __init__(self, subset: SubsetSource, seq_len: int, views: int, random_crop: bool,
                patient_offset: int = 0, position_offset: int = 0):
+    if views not in (2, 3):
+      raise ValueError(f"views={views}: expected 2 or 3")
     self._subset = subset
     self._patients = subset.patients
-    self._spec = spec
-    self._augment = augment_config
-    self._patient_pairs = patient_pairs
+    self._seq_len = seq_len
+    self._views = views
+    self._random_crop = random_crop
     # In a mixed corpus: keys past the previous sources' patients, and positions in
     # the corpus (the members' sources one after another).
     self._patient_offset = patient_offset
     self._position_offset = position_offset
 
-  def _view(self, ecg: np.ndarray, rng: np.random.Generator):
-    """-> (x [seq_len, leads], ids_keep [K], ids_masked [M])."""
-    x = self._spec.signal(ecg, rng if self._augment.random_crop else None)
-    x = augment.augment(x, rng, self._augment, self._spec.sampling_rate)
-    return (x, *masking.random_masking(rng, self._spec.num_tokens, self._spec.mask_ratio))
-
   def random_map(self, element: dict, rng: np.random.Generator) -> dict:
     i = element["subset_index"]
-    others = self._patients.others(i) if self._patient_pairs else ()
-    partner = self._subset[int(rng.choice(others))] if len(others) else element
-    out = {"has_pair": np.bool_(len(others) > 0),
-           "patient": np.int32(self._patients.key(i) + self._patient_offset),
-           "position": np.int64(element["position"] + self._position_offset),
-           "pair_position": np.int64(partner["position"] + self._position_offset)}
-    for name, ecg in (("1", element["ecg"]), ("2", element["ecg"]),
-                      ("_pair", partner["ecg"])):
-      x, out[f"keep{name}"], out[f"masked{name}"] = self._view(ecg, rng)
-      out["pair" if name == "_pair" else f"view{name}"] = x
-    return out
+    crop_rng = rng if self._random_crop else None
+    ecgs = [element["ecg"], element["ecg"]]
+    partner, has_pair = element, False
+    if self._views == 3:
+      others = self._patients.others(i)
+      if len(others):
+        partner, has_pair = self._subset[int(rng.choice(others))], True
+      ecgs.append(partner["ecg"])
+    return {"signals": np.stack([crop(e, self._seq_len, crop_rng) for e in ecgs]),
+            "has_pair": np.bool_(has_pair),
+            "patient": np.int32(self._patients.key(i) + self._patient_offset),
+            "position": np.int64(element["position"] + self._position_offset),
+            "pair_position": np.int64(partner["position"] + self._position_offset)}
 
 
 class EvalView(grain.transforms.Map):
-  """One record -> a centred, unaugmented, normalised view with its labels.
+  """One record -> its centred crop (float32 mV, unaugmented) with its labels.
 
-  lead_mask: optional [leads] 1/0 multiplying the view (see `eval_lead_mask`).
+  lead_mask: optional [leads] 1/0 multiplying the view (see `pipeline.eval_lead_mask`).
+  Standardisation happens on the device (`device.standardize`), after any robustness
+  shift of the raw signal.
   """
 
-  def __init__(self, spec: ViewSpec, subset: SubsetSource,
+  def __init__(self, seq_len: int, subset: SubsetSource,
                lead_mask: np.ndarray | None = None):
-    self._spec = spec
+    self._seq_len = seq_len
     self._patients = subset.patients
     self._lead_mask = lead_mask
 
   def map(self, element: dict) -> dict:
-    view = self._spec.signal(element["ecg"], None)
+    view = crop(element["ecg"], self._seq_len, None).astype(np.float32)
     if self._lead_mask is not None:
       view = view * self._lead_mask
     return {
@@ -168,18 +157,19 @@ class EvalView(grain.transforms.Map):
     }
 
 
-class LabelledView(grain.transforms.RandomMap):
-  """One record -> one augmented view with its labels (supervised fine-tuning).
+class LabelledCrop(grain.transforms.RandomMap):
+  """One record -> one raw crop with its labels (supervised fine-tuning; the step
+  standardises and augments it).
 
-  Output: view [seq_len, leads] float32, labels [5] float32, position int64.
+  Output: view [seq_len, leads] float16 mV, labels [5] float32, position int64.
   """
 
-  def __init__(self, spec: ViewSpec, augment_config: ml_collections.ConfigDict):
-    self._spec = spec
-    self._augment = augment_config
+  def __init__(self, seq_len: int, random_crop: bool):
+    self._seq_len = seq_len
+    self._random_crop = random_crop
 
   def random_map(self, element: dict, rng: np.random.Generator) -> dict:
-    x = self._spec.signal(element["ecg"], rng if self._augment.random_crop else None)
-    return {"view": augment.augment(x, rng, self._augment, self._spec.sampling_rate),
+    return {"view": crop(element["ecg"], self._seq_len,
+                         rng if self._random_crop else None),
             "labels": np.asarray(element["labels"], np.float32),
             "position": np.int64(element["position"])}

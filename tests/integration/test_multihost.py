@@ -162,7 +162,8 @@ def _reference_losses(demo_config, steps: int) -> list[float]:
   for _ in range(steps):
     parts = [next(s) for s in streams]  # Process 0's examples, then process 1's.
     batch = jax.tree.map(lambda *x: np.concatenate(x), *parts)
-    state, step_metrics = step(state, sharding.global_batch(mesh, batch))
+    state, step_metrics = step(state, sharding.global_batch(mesh,
+                                                             step_lib.host_inputs(batch)))
     losses.append(float(step_metrics["loss"]))
   return losses
 

@@ -7,7 +7,6 @@ import pytest
 
 from crema_jax.data import storage
 from crema_jax.input import pipeline
-from crema_jax import masking
 
 
 @pytest.fixture(scope="module")
@@ -19,22 +18,34 @@ def _take(it, n):
   return list(itertools.islice(it, n))
 
 
-def test_pretrain_batch_shapes(demo_config, prepared):
-  config = demo_config
-  batch = next(iter(pipeline.pretrain_dataset(config, prepared)))
-  b, t = config.batch_size, config.data.seq_len
-  n = masking.num_tokens(t, config.model.patch_size, 12, config.model.token_layout)
-  m = masking.num_masked(n, config.mask_ratio)
-  for name in ("view1", "view2", "pair"):
-    assert batch[name].shape == (b, t, 12) and batch[name].dtype == np.float32
-  for suffix in ("1", "2", "_pair"):
-    assert batch[f"keep{suffix}"].shape == (b, n - m)
-    assert batch[f"masked{suffix}"].shape == (b, m)
-    assert batch[f"keep{suffix}"].dtype == np.int32
+def test_pretrain_batch_holds_raw_crops_of_the_views_the_objective_uses(demo_config,
+                                                                         prepared):
+  b, t = demo_config.batch_size, demo_config.data.seq_len
+  batch = next(iter(pipeline.pretrain_dataset(demo_config, prepared)))
+  assert batch["signals"].shape == (b, 3, t, 12)  # HL with patient pairs.
+  assert batch["signals"].dtype == np.float16  # As stored: the step casts.
   assert batch["has_pair"].shape == (b,) and batch["has_pair"].dtype == bool
   assert batch["patient"].dtype == np.int32
-  assert not np.allclose(batch["view1"], batch["view2"])  # Two different augmentations.
-  assert not np.array_equal(batch["masked1"], batch["masked2"])
+  # Two random crops of one 10 s record of 10 s: the same samples, as stored (mV).
+  record = prepared.data_source[int(batch["position"][0])]["ecg"]
+  np.testing.assert_array_equal(batch["signals"][0, 0], record[:t])
+  np.testing.assert_array_equal(batch["signals"][0, 1], record[:t])
+  # GL reads and sends no pair view; CL neither without patient pairs.
+  gl = demo_config.copy_and_resolve_references()
+  gl.loss.patient = 0.0
+  assert next(iter(pipeline.pretrain_dataset(gl, prepared)))["signals"].shape[1] == 2
+  unpaired = demo_config.copy_and_resolve_references()
+  unpaired.data.patient_pairs = False
+  assert next(iter(pipeline.pretrain_dataset(unpaired, prepared)))["signals"].shape[1] == 2
+
+
+def test_worker_count_auto_is_sized_to_the_host():
+  assert pipeline.worker_count("auto", cpus=2) == 0
+  assert pipeline.worker_count("auto", cpus=10) == 8
+  assert pipeline.worker_count("auto", cpus=200) == 16
+  assert pipeline.worker_count(3) == pipeline.worker_count("3") == 3
+  with pytest.raises(ValueError, match="data.worker_count='many'"):
+    pipeline.worker_count("many")
 
 
 def test_pretraining_reads_only_pretrain_folds(demo_config, prepared):
@@ -119,8 +130,8 @@ def test_eval_dataset_yields_each_record_once(demo_config, prepared):
   labels = np.concatenate([b["labels"] for b in batches])
   np.testing.assert_array_equal(labels, prepared.index["labels"][expected])
   view = batches[0]["view"]
-  assert view.shape[1:] == (demo_config.data.seq_len, 12)
-  np.testing.assert_allclose(view.mean(axis=1), 0, atol=1e-4)
-  np.testing.assert_allclose(view.std(axis=1), 1, atol=1e-3)
+  assert view.shape[1:] == (demo_config.data.seq_len, 12) and view.dtype == np.float32
+  first = prepared.data_source[int(expected[0])]["ecg"]  # The centred crop, in mV.
+  np.testing.assert_array_equal(view[0], first[:demo_config.data.seq_len])
   again = next(iter(pipeline.eval_dataset(demo_config, prepared, folds, batch_size=7)))
   np.testing.assert_array_equal(again["view"], view)  # Unaugmented: deterministic.

@@ -14,7 +14,7 @@ from crema_jax.data.readers import registry
 from crema_jax.data import records
 from crema_jax.data import storage
 from crema_jax.input import pipeline
-from crema_jax import models
+from crema_jax import sharding
 from crema_jax import step as step_lib
 
 
@@ -55,14 +55,13 @@ def test_two_lead_pretraining_batches_and_model(holter):
   config.data.seq_len = 1000  # 2 s crops keep the model check fast.
   prepared = storage.PreparedSource(config.data.data_dir, "mitdb")
   batch = next(iter(pipeline.pretrain_dataset(config, prepared)))
-  assert batch["view1"].shape == (config.batch_size, 1000, 2)
+  assert batch["signals"].shape == (config.batch_size, 3, 1000, 2)
   assert batch["has_pair"].all()  # Windows of one recording pair with each other.
-  model = models.build(config)
-  params = jax.jit(lambda k: models.init_params(model, k, config.mask_ratio))(
-      jax.random.key(0))
-  loss = jax.jit(lambda p, b: step_lib.forward(model, p, b, config, None, train=False)[0])(
-      params, batch)
-  assert np.isfinite(float(loss)) and float(loss) > 0
+  mesh = sharding.make_mesh(1)
+  run = step_lib.build_run(config, mesh)
+  state = run.initial_state(jax.random.key(0))
+  _, out = run.train_step(state, sharding.global_batch(mesh, step_lib.host_inputs(batch)))
+  assert np.isfinite(float(out["loss"])) and float(out["loss"]) > 0
   twelve = config.copy_and_resolve_references()
   twelve.model.num_leads = 12
   with pytest.raises(ValueError, match=r"holds 2 lead\(s\) \['II', 'V5'\] but "

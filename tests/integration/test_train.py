@@ -99,16 +99,17 @@ def _step_inputs(demo_config):
   """(config, one host batch, model, optimizer, host params) for direct step tests."""
   config = _config(demo_config)
   prepared = storage.PreparedSource(config.data.data_dir, config.data.name)
-  batch = next(iter(pipeline.pretrain_dataset(config, prepared)))
+  batch = step_lib.host_inputs(next(iter(pipeline.pretrain_dataset(config, prepared))))
   model = models.build(config)
   optimizer = optim.make_optimizer(**config.optimizer, total_steps=config.total_steps)
-  params = jax.device_get(models.init_params(model, jax.random.key(0), config.mask_ratio))
+  params = jax.device_get(models.init_params(model, jax.random.key(0)))
   return config, batch, model, optimizer, params
 
 
 def test_one_and_eight_devices_give_the_same_step(demo_config):
+  """The same views (augmentation and masks drawn per example, not per device), the
+  same losses and the same updated parameters on 1 and on 8 devices."""
   config, batch, model, optimizer, params = _step_inputs(demo_config)
-  grad_fn = jax.jit(jax.grad(lambda p, b: step_lib.forward(model, p, b, config, None)[0]))
   results = []
   for devices in (jax.devices()[:1], jax.devices()):
     mesh = sharding.make_mesh(1, devices)
@@ -116,18 +117,21 @@ def test_one_and_eight_devices_give_the_same_step(demo_config):
     shardings = jax.tree.map(lambda _: sharding.replicated(mesh), state)
     state = jax.device_put(state, shardings)
     step = step_lib.make_train_step(model, optimizer, config, shardings, mesh)
-    global_batch = sharding.global_batch(mesh, batch)
-    assert len(global_batch["view1"].sharding.device_set) == len(devices)
-    grads = jax.device_get(grad_fn(state.params, global_batch))
-    losses = []
+    losses, norms = [], []
     for _ in range(3):
+      global_batch = sharding.global_batch(mesh, batch)
+      assert len(global_batch["signals"].sharding.device_set) == len(devices)
       state, step_metrics = step(state, global_batch)
       losses.append(float(step_metrics["loss"]))
-    results.append((grads, losses))
-  (g1, l1), (g8, l8) = results
+      norms.append(float(step_metrics["grad_norm"]))
+    results.append((jax.device_get(state.params), losses, norms))
+  (p1, l1, g1), (p8, l8, g8) = results
   np.testing.assert_allclose(l1, l8, rtol=1e-5)  # Losses before and after updates.
-  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g8)):
-    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6)
+  np.testing.assert_allclose(g1, g8, rtol=1e-4)
+  # Adam divides by the gradients' own scale: near-zero gradients' float noise
+  # moves a parameter by up to ~1e-5 of the 3e-3 that three steps can move it.
+  for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p8)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=5e-5)
 
 
 def _start(demo_config, workdir, *extra):
@@ -205,10 +209,9 @@ def test_fsdp_shards_parameters_and_matches_replicated(demo_config):
     shardings = sharding.param_shardings(mesh, state, min_size=1024)
     state = jax.device_put(state, shardings)
     step = step_lib.make_train_step(model, optimizer, config, shardings, mesh)
-    global_batch = sharding.global_batch(mesh, batch)
     losses = []
     for _ in range(3):
-      state, step_metrics = step(state, global_batch)
+      state, step_metrics = step(state, sharding.global_batch(mesh, batch))
       losses.append(float(step_metrics["loss"]))
     kernel = state.params["encoder"]["block0"]["mlp"]["fc1"]["kernel"]
     runs[fsdp] = (losses, kernel.addressable_shards[0].data.nbytes, kernel.nbytes,
@@ -260,3 +263,29 @@ def test_parameter_count_without_building_the_model():
     model = models.CREMA(seq_len=models.VARIANTS[variant]["seq_len"], **fields)
     shapes = jax.eval_shape(lambda m=model: models.init_params(m, jax.random.key(0), 0.75))
     assert sizing.count_params(fields) == sum(x.size for x in jax.tree.leaves(shapes))
+
+
+@pytest.mark.parametrize("fsdp", [1, 2])
+def test_the_step_moves_no_signals_tokens_or_latents_between_devices(demo_config, fsdp):
+  """Compiled on 8 devices (HL with pair views), the step's collectives carry only the
+  contrastive embeddings, the loss and the gradient reductions (and FSDP's parameter
+  gathers): what XLA's HLO says moves between devices."""
+  # Sizes chosen apart: 2 x batch (similarities), proj_dim, the widths, the time.
+  config = _config(demo_config, batch_size=56, **{"mesh.fsdp": fsdp,
+                                                  "model.proj_dim": 96})
+  mesh = sharding.make_mesh(fsdp)
+  run = step_lib.build_run(config, mesh)
+  rng = np.random.default_rng(0)
+  batch = {"signals": rng.standard_normal((56, 3, 5000, 12)).astype(np.float16),
+           "patient": np.arange(56, dtype=np.int32) // 2, "has_pair": np.ones(56, bool)}
+  compiled = run.train_step.lower(run.restore_target(),
+                                  sharding.global_batch(mesh, batch)).compile()
+  found = sharding.collectives(compiled.as_text())
+  m = config.model
+  moving = sharding.activation_collectives(
+      found, [x.shape for x in jax.tree.leaves(run.abstract_state.params)],
+      seq_len=config.data.seq_len,
+      token_widths={m.patch_size * m.num_leads, m.emb_dim, m.decoder_dim}, fsdp=fsdp)
+  assert found and not moving, moving
+  kinds = {c["kind"] for c in found}
+  assert "all-reduce" in kinds  # Gradients and the loss.

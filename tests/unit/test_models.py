@@ -41,11 +41,12 @@ def small(**overrides) -> models.CREMA:
 
 
 def draw_masks(model: models.CREMA, batch: int, mask_ratio: float, seed: int = 0):
-  """Per-example masks as the input pipeline draws them: [batch, K], [batch, M]."""
+  """Per-example masks as the step draws them (sorted ids): [batch, K], [batch, M]."""
   rng = np.random.default_rng(seed)
-  keep, masked = zip(*(masking.random_masking(rng, model.num_tokens, mask_ratio)
-                       for _ in range(batch)))
-  return np.stack(keep), np.stack(masked)
+  m = masking.num_masked(model.num_tokens, mask_ratio)
+  orders = [rng.permutation(model.num_tokens).astype(np.int32) for _ in range(batch)]
+  return (np.stack([np.sort(o[m:]) for o in orders]),
+          np.stack([np.sort(o[:m]) for o in orders]))
 
 
 def init(model: models.CREMA, seed: int = 0):

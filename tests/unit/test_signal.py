@@ -63,20 +63,6 @@ def test_resample_refuses_bad_rates(from_rate, to_rate, message):
   assert message in str(info.value)
 
 
-def test_standardize_leads():
-  x = np.array([[1.0, 5.0, 2.0], [3.0, 5.0, 4.0], [5.0, 5.0, 0.0], [7.0, 5.0, 6.0]])
-  y = signal.standardize_leads(x)
-  assert y.dtype == np.float32
-  # Lead 0: mean 4, population std sqrt(5).
-  np.testing.assert_allclose(y[:, 0], np.array([-3, -1, 1, 3]) / np.sqrt(5), rtol=1e-6)
-  np.testing.assert_array_equal(y[:, 1], 0.0)  # Flat lead stays zero, no NaN.
-  np.testing.assert_allclose(y.mean(axis=0), [0, 0, 0], atol=1e-6)
-  np.testing.assert_allclose(y.std(axis=0), [1, 0, 1], rtol=1e-5)
-  # A lead whose spread is below eps counts as flat.
-  tiny = signal.standardize_leads(np.array([[0.0], [1e-9]]), eps=1e-6)
-  np.testing.assert_array_equal(tiny, 0.0)
-
-
 def test_standard_lead_order_variants():
   names = ["v6", "V5", "v4", "V3", "v2", "V1", "AVF", "avl", "aVR", "DIII", "dii", "DI"]
   order = signal.standard_lead_order(names)

@@ -2,6 +2,7 @@
 assembles from a batch (pair views, in-batch patients), and that each objective learns.
 """
 
+import dataclasses
 import functools
 
 import jax
@@ -10,9 +11,10 @@ import numpy as np
 import pytest
 
 from configs import common
-from crema_jax import masking
 from crema_jax import sharding
 from crema_jax import step as step_lib
+from crema_jax.input import device
+from crema_jax.input import views
 
 BATCH = 8  # One example per CPU device.
 
@@ -26,35 +28,42 @@ def tiny_config(preset: str = "hl", patient_pairs: bool = True,
   config.model.update(patch_size=50, emb_dim=32, depth=1, num_heads=4, decoder_dim=16,
                       decoder_depth=1, decoder_heads=2, proj_hidden_dim=32,
                       proj_dim=16)
-  config.mask_ratio = 0.5
+  config.mask_ratio = 0.0 if preset == "cl" else 0.5  # CL: whole views.
   config.batch_size = BATCH
   config.total_steps = 50
   config.optimizer.update(lr=lr, warmup_steps=0, min_lr_ratio=1.0)  # Constant.
+  # One fixed batch: no augmentation (its effects are tested in test_device.py), so
+  # what changes from step to step is the masks alone.
+  config.data.augment.update(scale=0.0, noise_std=0.0, wander_amplitude=0.0,
+                             lead_dropout=0.0, max_shift_seconds=0.0)
   return config
 
 
 def in_memory_batch(config: ml_collections.ConfigDict, seed: int = 0, *,
-                    patients=None, has_pair=None, with_pair: bool = True) -> dict:
-  """A batch as the input pipeline yields it: two views of each ECG (the second a
-  noisy copy of the first), a view of another ECG of the same patient, their masks."""
+                    patients=None, has_pair=None) -> dict:
+  """A host batch as the input pipeline yields it: raw crops `signals [B, V, T, L]`
+  float16 (two crops of each ECG, the second a noisy copy of the first, then a crop of
+  another ECG of the same patient when the run uses pair views), patient, has_pair."""
   rng = np.random.default_rng(seed)
   t, leads = config.data.seq_len, config.model.num_leads
-  n = masking.num_tokens(t, config.model.patch_size, leads, config.model.token_layout)
-  ecg = rng.standard_normal((BATCH, t, leads)).astype(np.float32)
-  batch = {"view1": ecg,
-           "view2": ecg + 0.1 * rng.standard_normal(ecg.shape).astype(np.float32),
-           "patient": np.arange(BATCH, dtype=np.int32) if patients is None
-                      else np.asarray(patients, np.int32),
-           "has_pair": np.ones(BATCH, bool) if has_pair is None
-                       else np.asarray(has_pair, bool)}
-  names = ("1", "2", "_pair") if with_pair else ("1", "2")
-  if with_pair:
-    batch["pair"] = rng.standard_normal(ecg.shape).astype(np.float32)
-  for name in names:
-    keep, masked = zip(*(masking.random_masking(rng, n, config.mask_ratio)
-                         for _ in range(BATCH)))
-    batch[f"keep{name}"], batch[f"masked{name}"] = np.stack(keep), np.stack(masked)
-  return batch
+  ecg = rng.standard_normal((BATCH, 1, t, leads))
+  crops = [ecg, ecg + 0.1 * rng.standard_normal(ecg.shape)]
+  if views.num_views(config) == 3:
+    crops.append(rng.standard_normal(ecg.shape))
+  return {"signals": np.concatenate(crops, axis=1).astype(np.float16),
+          "patient": np.arange(BATCH, dtype=np.int32) if patients is None
+                     else np.asarray(patients, np.int32),
+          "has_pair": np.ones(BATCH, bool) if has_pair is None
+                      else np.asarray(has_pair, bool)}
+
+
+def step_inputs(config: ml_collections.ConfigDict, batch: dict) -> dict:
+  """What the step hands the loss: the batch's views standardised and masked (no
+  augmentation), in the schema of `crema_jax.input.device`."""
+  transform = dataclasses.replace(device.ViewTransform.from_config(config), augment=None)
+  keys = device.example_keys(0, 0, BATCH)
+  return {**device.pretrain_views(transform, keys, batch["signals"]),
+          "patient": batch["patient"], "has_pair": batch["has_pair"]}
 
 
 @functools.lru_cache(maxsize=None)
@@ -70,8 +79,8 @@ def jitted_forward(preset: str, patient_pairs: bool):
   """(config, params, jitted (params, batch) -> (loss, metrics)) without dropout."""
   config, _, run = built(preset, patient_pairs)
   params = run.initial_state(jax.random.key(0)).params
-  forward = jax.jit(lambda p, b: step_lib.forward(run.model, p, b, config, None,
-                                                  train=False))
+  forward = jax.jit(lambda p, b: step_lib.forward(
+      run.model, p, step_inputs(config, b), config, None, train=False))
   return config, params, forward
 
 
@@ -98,42 +107,44 @@ def test_one_train_step_on_an_in_memory_batch():
 def test_pair_views_count_only_where_has_pair():
   config, params, forward = jitted_forward("hl", True)
   none = in_memory_batch(config, has_pair=np.zeros(BATCH, bool))
-  other_pairs = dict(none, pair=np.random.default_rng(9).standard_normal(
-      none["pair"].shape).astype(np.float32))
+  assert none["signals"].shape[1] == 3
+  other = none["signals"].copy()
+  other[:, 2] = np.random.default_rng(9).standard_normal(other[:, 2].shape)
+  other_pairs = dict(none, signals=other)
   loss_none, _ = forward(params, none)
   loss_other, _ = forward(params, other_pairs)
   np.testing.assert_allclose(float(loss_none), float(loss_other), rtol=1e-6)
   # With pairs marked present, the pair views are positives: they change the loss.
-  with_pairs = dict(none, has_pair=np.ones(BATCH, bool))
-  loss_with, _ = forward(params, with_pairs)
+  loss_with, _ = forward(params, dict(none, has_pair=np.ones(BATCH, bool)))
   loss_with_other, _ = forward(params, dict(other_pairs, has_pair=np.ones(BATCH, bool)))
   assert abs(float(loss_with) - float(loss_with_other)) > 1e-4
 
 
 def test_without_patient_pairs_the_patient_loss_is_over_the_batch_only():
   config, params, forward = jitted_forward("hl", False)
-  # The step reads no pair view at all.
-  distinct = in_memory_batch(config, with_pair=False)
+  distinct = in_memory_batch(config)
+  assert distinct["signals"].shape[1] == 2  # No pair view is read or sent.
   _, metrics = forward(params, distinct)
   assert float(metrics["loss_patient"]) == 0.0  # No two ECGs of one patient.
-  shared = in_memory_batch(config, with_pair=False, patients=np.arange(BATCH) // 2)
+  shared = in_memory_batch(config, patients=np.arange(BATCH) // 2)
   _, metrics = forward(params, shared)
   assert float(metrics["loss_patient"]) > 0.0  # ECGs 2i and 2i+1 are positives.
 
 
 # ------------------------------------------------------------------- learning
 # 50 AdamW steps on one fixed batch: the loss must fall to below this fraction of its
-# first value (measured: GL ~0.25, CL ~0.02, HL ~0.3 of the first loss).
-LEARNS_TO = {"gl": 0.6, "cl": 0.3, "hl": 0.6}
+# first value (measured: GL 0.49, CL 0.0001, HL 0.11 of the first loss).
+LEARNS_TO = {"gl": 0.7, "cl": 0.1, "hl": 0.3}
 
 
 def fit_one_batch(preset: str, steps: int = 50):
   """(losses, initial params, final params) of `steps` steps on one batch."""
   config, mesh, run = built(preset)
-  batch = sharding.global_batch(mesh, in_memory_batch(config))
+  batch = in_memory_batch(config)
   state = run.initial_state(jax.random.key(0))
   initial = jax.device_get(state.params)
   losses = []
+  batch = sharding.global_batch(mesh, batch)
   for _ in range(steps):
     state, metrics = run.train_step(state, batch)
     losses.append(float(metrics["loss"]))

@@ -1,0 +1,173 @@
+"""What the step does to a host batch before the model sees it, on the device.
+
+The host sends raw crops (`signals [batch, views, time, leads]`, float16 millivolts:
+cheap slicing of the stored record). Inside the jitted step, each view is standardised
+per lead, augmented (time shift, amplitude scale, baseline wander, Gaussian noise, lead
+dropout; `config.data.augment`, an amount of 0 switches one off) and given an MAE mask,
+all drawn with `jax.random` from (seed, step, example), so a run is reproducible and
+resumes exactly on any number of devices. Every function here is per example and
+vmapped over the batch: nothing crosses devices.
+
+The step's batch schema (`pretrain_views`):
+  signals     [batch, views, time, leads] float32, standardised and augmented
+  ids_keep    [batch, views, K] int32, sorted visible tokens of each view
+  ids_masked  [batch, views, M] int32, sorted masked tokens
+  patient     [batch] int32, equal for ECGs of one patient
+  has_pair    [batch] bool, whether view 2 (when present) is another ECG of the patient
+Views 0 and 1 are two views of one ECG; view 2, with the patient loss on and
+`data.patient_pairs`, is a view of another ECG of the same patient
+(`views.num_views`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from crema_jax import masking
+
+EPS = 1e-6
+
+
+# ------------------------------------------------------------- one view [time, leads]
+def standardize(x: jax.Array) -> jax.Array:
+  """Per-lead zero mean and unit std of x: [time, leads] float32; a flat lead (std
+  below EPS: a dropped or absent lead) becomes zeros."""
+  mean = x.mean(axis=0, keepdims=True)
+  std = x.std(axis=0, keepdims=True)
+  return jnp.where(std > EPS, (x - mean) / jnp.maximum(std, EPS), 0.0)
+
+
+def time_shift(key: jax.Array, x: jax.Array, max_shift: int) -> jax.Array:
+  """Shifts x by U{-max_shift..max_shift} samples, padding with the edge values."""
+  if max_shift <= 0:
+    return x
+  shift = jax.random.randint(key, (), -max_shift, max_shift + 1)
+  # A gather at clamped positions, not a padded copy: XLA partitions a per-example
+  # gather along the batch, while it moved padding's concatenation between devices.
+  source = jnp.clip(jnp.arange(x.shape[0]) - shift, 0, x.shape[0] - 1)
+  return jnp.take(x, source, axis=0)
+
+
+def amplitude_scale(key: jax.Array, x: jax.Array, scale: float) -> jax.Array:
+  """Multiplies the whole view by one factor from U(1 - scale, 1 + scale)."""
+  if scale <= 0:
+    return x
+  return x * jax.random.uniform(key, (), minval=1.0 - scale, maxval=1.0 + scale)
+
+
+def baseline_wander(key: jax.Array, x: jax.Array, amplitude: float, max_hz: float,
+                    sampling_rate: float) -> jax.Array:
+  """Adds a slow sinusoid (one frequency from U(0.05, max_hz), per-lead amplitude from
+  U(0, amplitude) and phase), as breathing and electrode drift do."""
+  if amplitude <= 0:
+    return x
+  k_freq, k_amp, k_phase = jax.random.split(key, 3)
+  leads = x.shape[1]
+  freq = jax.random.uniform(k_freq, (), minval=0.05, maxval=max(max_hz, 0.05))
+  amp = jax.random.uniform(k_amp, (1, leads), maxval=amplitude)
+  phase = jax.random.uniform(k_phase, (1, leads), maxval=2 * math.pi)
+  t = jnp.arange(x.shape[0], dtype=jnp.float32)[:, None] / sampling_rate
+  return x + amp * jnp.sin(2 * math.pi * freq * t + phase)
+
+
+def gaussian_noise(key: jax.Array, x: jax.Array, max_std: float) -> jax.Array:
+  """Adds white noise whose std is drawn from U(0, max_std)."""
+  if max_std <= 0:
+    return x
+  k_std, k_noise = jax.random.split(key)
+  std = jax.random.uniform(k_std, (), maxval=max_std)
+  return x + std * jax.random.normal(k_noise, x.shape, x.dtype)
+
+
+def lead_dropout(key: jax.Array, x: jax.Array, p: float) -> jax.Array:
+  """Zeroes each lead with probability p, always keeping at least one lead."""
+  if p <= 0:
+    return x
+  k_drop, k_keep = jax.random.split(key)
+  leads = x.shape[1]
+  drop = jax.random.uniform(k_drop, (leads,)) < p
+  spared = jnp.arange(leads) == jax.random.randint(k_keep, (), 0, leads)
+  drop = drop & ~(drop.all() & spared)
+  return jnp.where(drop[None, :], 0.0, x)
+
+
+def augment(key: jax.Array, x: jax.Array, config: ml_collections.ConfigDict,
+            sampling_rate: float) -> jax.Array:
+  """All augmentations of `config` (`data.augment`) of a standardised x: [time, leads],
+  in a fixed order."""
+  keys = jax.random.split(key, 5)
+  x = time_shift(keys[0], x, int(round(config.max_shift_seconds * sampling_rate)))
+  x = amplitude_scale(keys[1], x, config.scale)
+  x = baseline_wander(keys[2], x, config.wander_amplitude, config.wander_max_hz,
+                      sampling_rate)
+  x = gaussian_noise(keys[3], x, config.noise_std)
+  return lead_dropout(keys[4], x, config.lead_dropout)
+
+
+def random_mask(key: jax.Array, num_tokens: int,
+                mask_ratio: float) -> tuple[jax.Array, jax.Array]:
+  """One MAE mask (MAE's argsort of uniform noise): (ids_keep [N - M], ids_masked [M])
+  int32, each sorted; M = masking.num_masked(N, mask_ratio)."""
+  m = masking.num_masked(num_tokens, mask_ratio)
+  order = jnp.argsort(jax.random.uniform(key, (num_tokens,))).astype(jnp.int32)
+  return jnp.sort(order[m:]), jnp.sort(order[:m])
+
+
+# ------------------------------------------------------------------- whole batches
+@dataclasses.dataclass(frozen=True)
+class ViewTransform:
+  """The device-side view recipe of a run: normalisation, augmentation, masking."""
+  sampling_rate: float
+  normalize: bool
+  augment: ml_collections.ConfigDict | None  # None: no augmentation.
+  num_tokens: int
+  mask_ratio: float
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict,
+                  augment_config: ml_collections.ConfigDict | None = None
+                  ) -> "ViewTransform":
+    m = config.model
+    return cls(sampling_rate=float(config.data.sampling_rate),
+               normalize=config.data.normalize == "per_lead",
+               augment=augment_config if augment_config is not None
+               else config.data.augment,
+               num_tokens=masking.num_tokens(config.data.seq_len, m.patch_size,
+                                             m.num_leads, m.token_layout),
+               mask_ratio=config.mask_ratio)
+
+  def view(self, key: jax.Array, x: jax.Array) -> jax.Array:
+    """A raw crop x: [time, leads] -> the standardised, augmented float32 view."""
+    x = x.astype(jnp.float32)
+    if self.normalize:
+      x = standardize(x)
+    if self.augment is not None:
+      x = augment(key, x, self.augment, self.sampling_rate)
+    return x
+
+  def masked_view(self, key: jax.Array, x: jax.Array):
+    """-> (view [time, leads], ids_keep [K], ids_masked [M])."""
+    k_view, k_mask = jax.random.split(key)
+    return (self.view(k_view, x),
+            *random_mask(k_mask, self.num_tokens, self.mask_ratio))
+
+
+def example_keys(seed: int, step: jax.Array, batch_size: int) -> jax.Array:
+  """[batch] keys of (seed, step, example): example i of the global batch at `step`."""
+  base = jax.random.fold_in(jax.random.key(seed), step)
+  return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(batch_size))
+
+
+def pretrain_views(transform: ViewTransform, keys: jax.Array, signals: jax.Array
+                   ) -> dict[str, jax.Array]:
+  """keys [batch], signals [batch, views, time, leads] raw crops -> signals,
+  ids_keep, ids_masked of the step's schema (module docstring)."""
+  views = signals.shape[1]
+  view_keys = jax.vmap(lambda k: jax.random.split(k, views))(keys)  # [batch, views]
+  x, keep, masked = jax.vmap(jax.vmap(transform.masked_view))(view_keys, signals)
+  return {"signals": x, "ids_keep": keep, "ids_masked": masked}

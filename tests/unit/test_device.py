@@ -1,0 +1,154 @@
+"""The views' transforms: host crops, and on the device each augmentation's effect,
+standardisation, MAE masks and the batch schema, drawn from (seed, step, example)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import common
+from crema_jax import masking
+from crema_jax.input import device
+from crema_jax.input import views
+
+RATE = 500
+SEEDS = 16
+
+
+def _signal():
+  t = np.arange(5000) / RATE
+  return np.stack([np.sin(2 * np.pi * (1 + i) * t) for i in range(12)], 1).astype(np.float32)
+
+
+def keys(n: int = SEEDS, seed: int = 0):
+  return jax.random.split(jax.random.key(seed), n)
+
+
+def over_keys(fn, ks, x, *amounts):
+  """fn(key, x, *amounts) for each key: [n, ...] (one compile; amounts are static)."""
+  return jax.jit(jax.vmap(lambda k, v: fn(k, v, *amounts), in_axes=(0, None)))(ks, x)
+
+
+# ------------------------------------------------------------------- host crops
+def test_crop_random_centred_and_padded():
+  x = np.arange(100, dtype=np.float16)[:, None] * np.ones((1, 12), np.float16)
+  np.testing.assert_array_equal(views.crop(x, 40, None)[:, 0], np.arange(30, 70))
+  starts = {float(views.crop(x, 40, np.random.default_rng(s))[0, 0]) for s in range(20)}
+  assert len(starts) > 5 and min(starts) >= 0 and max(starts) <= 60
+  padded = views.crop(x[:30], 40, None)
+  assert padded.shape == (40, 12) and padded.dtype == np.float16  # Sliced, not cast.
+  np.testing.assert_array_equal(padded[30:], 0)
+
+
+# ---------------------------------------------------------------- augmentations
+def test_amplitude_scale_bounds_and_spread():
+  x = _signal()
+  y = np.asarray(over_keys(device.amplitude_scale, keys(), x, 0.2))
+  ratio = y[:, 100, 0] / x[100, 0]
+  assert ratio.min() >= 0.8 and ratio.max() <= 1.2 and ratio.std() > 0.05
+  np.testing.assert_allclose(y, ratio[:, None, None] * x[None], rtol=1e-5, atol=1e-6)
+
+
+def test_gaussian_noise_std_bounded():
+  x = np.zeros((5000, 12), np.float32)
+  stds = np.asarray(over_keys(device.gaussian_noise, keys(), x, 0.1)).std(axis=(1, 2))
+  assert stds.max() <= 0.1 * 1.05 and stds.max() > 0.03 and stds.min() < 0.07
+
+
+def test_baseline_wander_is_slow_and_bounded():
+  x = np.zeros((5000, 12), np.float32)
+  y = np.asarray(over_keys(device.baseline_wander, keys(4), x, 0.3, 0.5, RATE))
+  assert np.abs(y).max() <= 0.3 + 1e-6 and np.abs(y).max() > 0
+  spectrum = np.abs(np.fft.rfft(y, axis=1)).sum(2)
+  freqs = np.fft.rfftfreq(5000, 1 / RATE)
+  assert freqs[np.argmax(spectrum, axis=1)].max() <= 0.5
+
+
+def test_lead_dropout_zeroes_whole_leads_and_keeps_one():
+  x = _signal()
+  y = np.asarray(over_keys(device.lead_dropout, keys(), x, 0.5))
+  zeroed = np.all(y == 0, axis=1)  # [seeds, leads]
+  assert 0 < zeroed.sum(1).min() and zeroed.sum(1).max() < 12
+  for yi, z in zip(y, zeroed):
+    np.testing.assert_array_equal(yi[:, ~z], x[:, ~z])
+  np.testing.assert_allclose(zeroed.mean(), 0.5, atol=0.15)
+  every = np.all(np.asarray(over_keys(device.lead_dropout, keys(), x, 1.0)) == 0, axis=1)
+  np.testing.assert_array_equal(every.sum(1), 11)  # p = 1 still keeps one lead.
+
+
+def test_time_shift_moves_signal_and_pads_edges():
+  x = np.arange(50, dtype=np.float32)[:, None] * np.ones((1, 12), np.float32)
+  y = np.asarray(over_keys(device.time_shift, keys(), x, 5))
+  shifts = (x[25, 0] - y[:, 25, 0]).astype(int)  # y[t] = x[t - shift].
+  assert np.abs(shifts).max() <= 5 and len(set(shifts)) > 4
+  for yi, shift in zip(y, shifts):
+    np.testing.assert_array_equal(yi[10:40, 0], x[10 - shift:40 - shift, 0])
+    edge = yi[0, 0] if shift > 0 else yi[-1, 0]
+    assert edge in (x[0, 0], x[-1, 0]) or shift == 0
+
+
+def test_all_off_is_identity_and_on_is_deterministic_per_key():
+  off = common.augment_config()
+  for name in ("scale", "noise_std", "wander_amplitude", "lead_dropout",
+               "max_shift_seconds"):
+    off[name] = 0.0
+  x = _signal()
+  np.testing.assert_array_equal(device.augment(keys(1)[0], x, off, RATE), x)
+  on = common.augment_config()
+  run = jax.jit(lambda k: device.augment(k, x, on, RATE))
+  a, b, c = run(keys(2)[0]), run(keys(2)[0]), run(keys(2)[1])
+  np.testing.assert_array_equal(a, b)
+  assert not np.allclose(a, c)
+
+
+def test_standardize_per_lead_and_flat_leads_are_zero():
+  x = _signal() * 3.0 + 2.0
+  x[:, 4] = 7.0  # A flat (or dropped) lead.
+  y = np.asarray(jax.jit(device.standardize)(x))
+  np.testing.assert_allclose(np.delete(y, 4, 1).mean(0), 0, atol=1e-5)
+  np.testing.assert_allclose(np.delete(y, 4, 1).std(0), 1, atol=1e-4)
+  np.testing.assert_array_equal(y[:, 4], 0)
+
+
+# ------------------------------------------------------------------------ masks
+@pytest.mark.parametrize("n,ratio,m", [(40, 0.75, 30), (40, 0.0, 0), (10, 0.95, 9),
+                                       (480, 0.5, 240), (3, 0.5, 2)])
+def test_random_mask_shapes_ratio_and_order(n, ratio, m):
+  keep, masked = jax.jit(device.random_mask, static_argnums=(1, 2))(keys(1)[0], n, ratio)
+  keep, masked = np.asarray(keep), np.asarray(masked)
+  assert masking.num_masked(n, ratio) == m
+  assert keep.shape == (n - m,) and masked.shape == (m,)
+  assert keep.dtype == masked.dtype == np.int32
+  np.testing.assert_array_equal(np.sort(np.concatenate([keep, masked])), np.arange(n))
+  assert np.all(np.diff(keep) > 0) and np.all(np.diff(masked) > 0)
+
+
+def test_masks_are_uniform_over_tokens_and_vary_by_key():
+  draw = jax.jit(jax.vmap(lambda k: device.random_mask(k, 40, 0.75)[1]))
+  masked = np.asarray(draw(keys(2000)))  # [2000, 30]
+  counts = np.bincount(masked.ravel(), minlength=40) / 2000
+  np.testing.assert_allclose(counts, 0.75, atol=0.05)
+  assert len({row.tobytes() for row in masked[:50]}) == 50
+
+
+# ----------------------------------------------------------------- whole batches
+def test_pretrain_views_follow_the_schema_and_the_keys():
+  config = common.base_config("tiny", "hl")
+  transform = device.ViewTransform.from_config(config)
+  rng = np.random.default_rng(0)
+  ecg = rng.standard_normal((4, 1, 5000, 12)).astype(np.float16)
+  signals = np.repeat(ecg, 3, axis=1)  # The same crop in each of 3 views.
+  make = jax.jit(lambda step: device.pretrain_views(
+      transform, device.example_keys(config.seed, step, 4), signals))
+  out = make(7)
+  n = transform.num_tokens
+  k = n - masking.num_masked(n, config.mask_ratio)
+  assert out["signals"].shape == (4, 3, 5000, 12) and out["signals"].dtype == jnp.float32
+  assert out["ids_keep"].shape == (4, 3, k) and out["ids_masked"].shape == (4, 3, n - k)
+  x = np.asarray(out["signals"])
+  assert not np.allclose(x[:, 0], x[:, 1])  # Views of one crop differ (own keys)...
+  assert not np.array_equal(out["ids_keep"][:, 0], out["ids_keep"][:, 1])
+  np.testing.assert_array_equal(make(7)["signals"], x)  # ... and are reproducible,
+  assert not np.allclose(make(8)["signals"], x)  # ... and another step draws anew.
+  # Standardised before augmenting: near zero mean, unit scale per lead.
+  assert np.abs(x.mean(axis=2)).max() < 0.5 and 0.5 < x.std(axis=2).mean() < 1.6
