@@ -95,11 +95,11 @@ def main():
       rates = {}
       # One reading thread in this process: the rate of one core.
       single = config.copy_and_resolve_references()
-      single.data.update(worker_count=0, read_threads=1)
+      single.data.update(worker_count="0", read_threads=1)
       rates["per_core"] = records_per_second(lambda: iter(make(single)), args.batches,
                                              args.batch_size)
       for workers in [int(w) for w in args.workers.split(",")]:
-        config.data.worker_count = workers
+        config.data.worker_count = str(workers)
         rates[f"workers{workers}"] = records_per_second(
             lambda: iter(make(config)), args.batches, args.batch_size)
       result[name] = {k: round(v, 1) for k, v in rates.items()}

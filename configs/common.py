@@ -55,7 +55,7 @@ def data_config() -> ml_collections.ConfigDict:
   c.eval_leads = ()             # Evaluate on these leads only, others zeroed (() = all).
   c.patient_pairs = True        # Pair each ECG with another of the same patient.
   c.shuffle_seed = 0
-  c.worker_count = "auto"       # Grain worker processes: "auto" (sized to the host) or N.
+  c.worker_count = "auto"       # Grain worker processes: "auto" (sized to the host) or "N".
   c.read_threads = 2
   c.prefetch_buffer = 4
   c.augment = augment_config()

@@ -1,2 +1,3 @@
-"""Online input: what feeds the step. `views` (one record -> augmented, masked views),
-`augment` (the view augmentations), `pipeline` (Grain chains over prepared shards)."""
+"""Online input: what feeds the step. `views` (host: one prepared record -> the raw
+crops of its views), `pipeline` (Grain chains over prepared shards), `device` (in the
+step: standardisation, augmentation and MAE masks; the batch schema)."""
