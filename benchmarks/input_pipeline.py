@@ -63,8 +63,8 @@ def reference_dataset(config, prepared):
                               storage.fold_positions(prepared, config.data.pretrain_folds))
   ds = grain.MapDataset.source(subset).shuffle(seed=0).repeat()
   ds = ds.random_map(host_views_reference.HostPretrainViews(subset, config), seed=1)
-  return pipeline._iterate(ds.batch(config.batch_size, drop_remainder=True),  # pylint: disable=protected-access
-                           config.data)
+  ds = ds.batch(config.batch_size, drop_remainder=True)
+  return pipeline._iterate(ds, config.data)  # pylint: disable=protected-access
 
 
 def main():

@@ -47,8 +47,7 @@ class TrainState:
   opt_state: Any
 
 
-def make_init_state(model: models.CREMA, optimizer: optax.GradientTransformation,
-                    config: ml_collections.ConfigDict):
+def make_init_state(model: models.CREMA, optimizer: optax.GradientTransformation):
   """rng -> the initial TrainState (traceable, for jax.eval_shape and jax.jit)."""
 
   def init_state(rng: jax.Array) -> TrainState:
@@ -97,11 +96,13 @@ def forward(model: models.CREMA, params, batch: dict, config: ml_collections.Con
       {k: weights[k] for k in losses.LOSS_NAMES}, weights.temperature, pred=pred,
       target=target, z1=z[:, 0], z2=z[:, 1], z_patient=z_patient,
       patient_ids=patient_ids, patient_valid=patient_valid)
-  return loss, {"loss": loss, **{f"loss_{k}": v for k, v in parts.items()}}
+  return loss, {"loss": loss, **{f"loss_{name}": part for name, part in parts.items()}}
 
 
 def make_train_step(model, optimizer, config, state_shardings, mesh):
-  """The jitted, state-donating step: (state, host batch) -> (state, metrics). The host batch holds raw crops (`signals [B, V, T, leads]`), `patient` and
+  """The jitted, state-donating step: (state, host batch) -> (state, metrics).
+
+  The host batch holds raw crops (`signals [B, V, T, leads]`), `patient` and
   `has_pair`; the step standardises, augments and masks them (`input.device`) with
   keys of (seed, step, example) before the loss."""
   transform = device.ViewTransform.from_config(config)
@@ -156,7 +157,7 @@ def build_run(config: ml_collections.ConfigDict, mesh) -> CompiledRun:
   path of the training loop, the benchmarks and the tests."""
   model = models.build(config)
   optimizer = optim.make_optimizer(**config.optimizer, total_steps=config.total_steps)
-  init_state = make_init_state(model, optimizer, config)
+  init_state = make_init_state(model, optimizer)
   abstract_state = jax.eval_shape(init_state, jax.random.key(0))  # Shapes only.
   state_shardings = sharding.param_shardings(mesh, abstract_state)
   return CompiledRun(model, optimizer, init_state, abstract_state, state_shardings,

@@ -49,6 +49,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     problems.append(f"loss.temperature={config.loss.temperature} must be positive")
   if config.total_steps < 1:
     problems.append(f"total_steps={config.total_steps} must be at least 1")
+  try:
+    pipeline.worker_count(config.data.worker_count)
+  except ValueError as e:
+    problems.append(str(e))
   if problems:
     raise ValueError("Invalid config:\n  " + "\n  ".join(problems))
 

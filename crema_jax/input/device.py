@@ -129,14 +129,11 @@ class ViewTransform:
   mask_ratio: float
 
   @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict,
-                  augment_config: ml_collections.ConfigDict | None = None
-                  ) -> "ViewTransform":
+  def from_config(cls, config: ml_collections.ConfigDict) -> "ViewTransform":
     m = config.model
     return cls(sampling_rate=float(config.data.sampling_rate),
                normalize=config.data.normalize == "per_lead",
-               augment=augment_config if augment_config is not None
-               else config.data.augment,
+               augment=config.data.augment,
                num_tokens=masking.num_tokens(config.data.seq_len, m.patch_size,
                                              m.num_leads, m.token_layout),
                mask_ratio=config.mask_ratio)

@@ -88,7 +88,7 @@ def crop(ecg: np.ndarray, length: int, rng: np.random.Generator | None) -> np.nd
 
 
 class PretrainCrops(grain.transforms.RandomMap):
-  """One record -> the raw crops of its views (`device.num_views`: two crops of the
+  """One record -> the raw crops of its views (`num_views`: two crops of the
   ECG, plus one of another ECG of the same patient when the patient loss uses it).
 
   Output (numpy): signals [views, seq_len, leads] float16 mV; patient int32 (equal for

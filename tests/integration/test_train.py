@@ -50,6 +50,7 @@ def _losses(workdir):
     ("model.decoder_dim", 63, "model: decoder_dim=63 must be even"),
     ("model.pool", "cls", "model: pool='cls' needs use_cls=True"),
     ("loss.reconstruction", 0.0, None),  # With the two below: all weights zero.
+    ("data.worker_count", "many", "data.worker_count='many'"),
     ("batch_size", 12, "batch_size=12 is not divisible by the 8 devices"),
     ("loss.sample", -1.0, "loss.sample=-1.0 is negative"),
     ("mask_ratio", 1.0, "mask_ratio=1.0 is not in"),
