@@ -7,6 +7,25 @@ import grain
 import numpy as np
 
 from crema_jax import masking
+from crema_jax.input import views
+
+
+class DecodedRecords:
+  """The per-record read of before: a Grain source yielding each record's full TFDS
+  example (every feature decoded) plus its subset index."""
+
+  def __init__(self, prepared, positions):
+    self._data_source = prepared.data_source
+    self.positions = np.asarray(positions, np.int64)
+    self.patients = views.PatientIndex(prepared.index["patient_id"][self.positions])
+
+  def __len__(self):
+    return len(self.positions)
+
+  def __getitem__(self, i):
+    example = self._data_source[int(self.positions[i])]
+    example["subset_index"] = i
+    return example
 
 
 def _standardize(x):
@@ -66,7 +85,7 @@ class HostPretrainViews(grain.transforms.RandomMap):
     others = self._patients.others(i)
     partner = self._subset[int(rng.choice(others))] if len(others) else element
     out = {"has_pair": np.bool_(len(others) > 0),
-           "patient": np.int32(self._patients.key(i))}
+           "patient": np.int32(self._patients.keys[i])}
     for name, ecg in (("1", element["ecg"]), ("2", element["ecg"]),
                       ("_pair", partner["ecg"])):
       x, out[f"keep{name}"], out[f"masked{name}"] = self._view(ecg, rng)

@@ -40,12 +40,24 @@ from crema_jax.data import prepare  # pylint: disable=g-import-not-at-top,wrong-
 from crema_jax.data import storage  # pylint: disable=g-import-not-at-top,wrong-import-position
 from crema_jax.data import synthetic  # pylint: disable=g-import-not-at-top,wrong-import-position
 from crema_jax.input import pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
-from crema_jax.input import views  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 PROJECTED = ("H100 SXM", "TPU v5e")
 
 
-def records_per_second(make_iterator, batches: int, batch_size: int) -> float:
+def records_per_second(make_iterator, batches: int, batch_size: int,
+                       one_core: bool = False) -> float:
+  """Records/s of the iterator `make_iterator()` makes; with `one_core`, this process
+  (its reading threads included) is pinned to one CPU for the measurement."""
+  cpus = os.sched_getaffinity(0)
+  if one_core:
+    os.sched_setaffinity(0, {min(cpus)})
+  try:
+    return _records_per_second(make_iterator, batches, batch_size)
+  finally:
+    os.sched_setaffinity(0, cpus)
+
+
+def _records_per_second(make_iterator, batches: int, batch_size: int) -> float:
   it = make_iterator()
   next(it)  # Start-up (worker processes, first reads) is not throughput.
   start = time.perf_counter()
@@ -59,8 +71,8 @@ def records_per_second(make_iterator, batches: int, batch_size: int) -> float:
 
 def reference_dataset(config, prepared):
   """Today's pipeline chain with the host-side views of before."""
-  subset = views.SubsetSource(prepared,
-                              storage.fold_positions(prepared, config.data.pretrain_folds))
+  subset = host_views_reference.DecodedRecords(
+      prepared, storage.fold_positions(prepared, config.data.pretrain_folds))
   ds = grain.MapDataset.source(subset).shuffle(seed=0).repeat()
   ds = ds.random_map(host_views_reference.HostPretrainViews(subset, config), seed=1)
   ds = ds.batch(config.batch_size, drop_remainder=True)
@@ -93,11 +105,11 @@ def main():
                  "host_views_reference": lambda c: reference_dataset(c, prepared)}
     for name, make in pipelines.items():
       rates = {}
-      # One reading thread in this process: the rate of one core.
+      # No worker processes, this process pinned to one CPU: the rate of one core.
       single = config.copy_and_resolve_references()
       single.data.update(worker_count="0", read_threads=1)
       rates["per_core"] = records_per_second(lambda: iter(make(single)), args.batches,
-                                             args.batch_size)
+                                             args.batch_size, one_core=True)
       for workers in [int(w) for w in args.workers.split(",")]:
         config.data.worker_count = str(workers)
         rates[f"workers{workers}"] = records_per_second(

@@ -32,6 +32,7 @@ def data_config() -> ml_collections.ConfigDict:
   c.data_dir = ""               # Where prepared ArrayRecord shards go.
   c.sampling_rate = 500
   c.min_seconds = 5.0           # Shorter records are skipped.
+  c.max_amplitude_mv = 30.0     # A lead beyond this is skipped (a gain/unit error); 0: off.
   c.records_per_shard = 1000
   c.prepare_workers = 2
   c.leads = LEADS               # A subset (e.g. ("I",), ("I", "II")) for reduced leads.

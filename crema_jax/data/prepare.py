@@ -4,17 +4,20 @@
       --config.data.raw_dir=/data/ptb-xl-1.0.3 --config.data.data_dir=/data/prepared
   python -m crema_jax.data.prepare --config configs/corpus.py \
       --config.data.corpus.code15.raw_dir=/data/code15 ... (see configs/corpus.py)
+  python -m crema_jax.data.prepare --config ... --verify   # read every record back
 
 Shards are written by `data.prepare_workers` processes, each streaming its records
 (one in memory at a time). A finished shard leaves a marker, so re-running after an
 interruption only writes the missing shards, and a corpus writes each source's shards
 once. Records that cannot be read are skipped and listed, with the reason, in
-`manifest.json`; with a PTB-XL reference (`data.leakage.ptbxl_dir`) records matching
+`manifest.json`, and so are records whose stored (float16) signal is not finite or
+reaches beyond `data.max_amplitude_mv` (a gain or unit error); with a PTB-XL reference (`data.leakage.ptbxl_dir`) records matching
 PTB-XL evaluation ECGs are excluded and counted there too (see `leakage`).
 """
 
 from __future__ import annotations
 
+from concurrent import futures
 import json
 import multiprocessing
 import os
@@ -38,15 +41,21 @@ from crema_jax.data import storage
 
 _PROGRESS_DIR = "_progress"
 _LEAKAGE_DIR = "_leakage"
-# The reader and the leakage matcher, set once per worker process.
+# The reader, the leakage matcher and the amplitude limit, set once per worker process.
 _SOURCE: records.Source | None = None
 _EXCLUSION: leakage.Exclusion | None = None
+_MAX_AMPLITUDE_MV = records.MAX_AMPLITUDE_MV
 
 
-def _init_worker(source: records.Source,
-                 exclusion: leakage.Exclusion | None = None) -> None:
-  global _SOURCE, _EXCLUSION
-  _SOURCE, _EXCLUSION = source, exclusion
+def _init_worker(source: records.Source, exclusion: leakage.Exclusion | None = None,
+                 max_amplitude_mv: float = records.MAX_AMPLITUDE_MV) -> None:
+  global _SOURCE, _EXCLUSION, _MAX_AMPLITUDE_MV
+  _SOURCE, _EXCLUSION, _MAX_AMPLITUDE_MV = source, exclusion, max_amplitude_mv
+
+
+def _record_path(record: records.Record, key: str) -> str:
+  root = getattr(_SOURCE, "root", None)
+  return str(pathlib.Path(root) / record.record_name) if root and record.record_name else key
 
 
 def _num_leads(source: records.Source) -> int:
@@ -66,11 +75,15 @@ def _write_shard(task: tuple[int, int, list[str], str]) -> tuple[int, int]:
   path = out_dir / storage.shard_filename(_SOURCE.name, shard, num_shards)
   tmp = path.with_name(path.name + ".tmp")
   features = storage.features(_num_leads(_SOURCE))
-  writer = array_record_module.ArrayRecordWriter(str(tmp), "group_size:1")
+  writer = array_record_module.ArrayRecordWriter(str(tmp), storage.SHARD_OPTIONS)
   rows, skipped, matches, notes = [], [], [], {}
+  leads = getattr(_SOURCE, "leads", records.LEADS)
   for key in keys:
     try:
       record = _SOURCE.read(key)
+      # Checked as stored; to_example() makes the same float16 cast.
+      records.stored_signal(record.ecg, _record_path(record, key), _MAX_AMPLITUDE_MV,
+                            leads)
     except records.RecordError as e:
       skipped.append({"key": key, "path": e.path, "reason": e.reason})
       continue
@@ -114,12 +127,14 @@ def prepare(source: records.Source, data_dir: str | pathlib.Path, *,
             records_per_shard: int = 1000, num_workers: int = 2,
             show_progress: bool = True,
             exclusion: leakage.Exclusion | None = None,
-            reader: str | None = None) -> dict:
+            reader: str | None = None,
+            max_amplitude_mv: float = records.MAX_AMPLITUDE_MV) -> dict:
   """Writes `source` as a prepared dataset under `data_dir`; returns the manifest.
 
   exclusion: matches records against PTB-XL; matches in its excluded folds are left
     out and listed in the manifest's `leakage` entry.
   reader: the registry name of the source's reader, recorded in the manifest.
+  max_amplitude_mv: records with a lead beyond it are skipped (`records.stored_signal`).
   """
   start = time.perf_counter()
   keys = list(source.keys())
@@ -132,7 +147,8 @@ def prepare(source: records.Source, data_dir: str | pathlib.Path, *,
       "source": source.name, "root": str(getattr(source, "root", "")),
       "sampling_rate": int(getattr(source, "sampling_rate", 0)),
       "num_keys": len(keys), "records_per_shard": records_per_shard,
-      "first_key": keys[0], "last_key": keys[-1], "format": storage.FORMAT}
+      "first_key": keys[0], "last_key": keys[-1], "format": storage.FORMAT,
+      "max_amplitude_mv": float(max_amplitude_mv)}
   leads = tuple(getattr(source, "leads", records.LEADS))
   if leads != records.LEADS:
     settings["leads"] = list(leads)
@@ -150,18 +166,22 @@ def prepare(source: records.Source, data_dir: str | pathlib.Path, *,
   with tqdm.tqdm(total=todo, unit="rec", desc=f"prepare {source.name}",
                  disable=not show_progress or not tasks) as bar:
     if num_workers <= 1 or len(tasks) <= 1:
-      _init_worker(source, exclusion)
+      _init_worker(source, exclusion, max_amplitude_mv)
       try:
         for task in tasks:
           bar.update(_write_shard(task)[1])
       finally:
         _init_worker(None, None)
     else:
-      ctx = multiprocessing.get_context("spawn")
-      with ctx.Pool(min(num_workers, len(tasks)), initializer=_init_worker,
-                    initargs=(source, exclusion)) as pool:
-        for _, done in pool.imap_unordered(_write_shard, tasks):
-          bar.update(done)
+      # A process pool that fails (BrokenProcessPool) when a worker dies, say killed
+      # for memory, where multiprocessing.Pool would wait for it forever. Finished
+      # shards keep their markers: re-running writes only the others.
+      with futures.ProcessPoolExecutor(
+          min(num_workers, len(tasks)), mp_context=multiprocessing.get_context("spawn"),
+          initializer=_init_worker,
+          initargs=(source, exclusion, max_amplitude_mv)) as pool:
+        for done in futures.as_completed([pool.submit(_write_shard, t) for t in tasks]):
+          bar.update(done.result()[1])
   seconds = time.perf_counter() - start
   return _finalize(source, out_dir, num_shards, todo, seconds, exclusion, reader)
 
@@ -193,6 +213,7 @@ def _finalize(source: records.Source, out_dir: pathlib.Path, num_shards: int,
   manifest = {
       "source": source.name,
       "source_reader": reader or source.name,
+      "format": storage.FORMAT,
       "root": str(getattr(source, "root", "")),
       "sampling_rate": int(getattr(source, "sampling_rate", 0)),
       "leads": list(leads),
@@ -239,7 +260,9 @@ def _prepare_one(data_config, reference, show_progress, source=None) -> dict:
   return prepare(source, data_config.data_dir,
                  records_per_shard=data_config.records_per_shard,
                  num_workers=data_config.prepare_workers, show_progress=show_progress,
-                 exclusion=exclusion, reader=data_config.source)
+                 exclusion=exclusion, reader=data_config.source,
+                 max_amplitude_mv=data_config.get("max_amplitude_mv",
+                                                  records.MAX_AMPLITUDE_MV))
 
 
 def corpus_members(data_config: ml_collections.ConfigDict
@@ -325,6 +348,23 @@ def prepare_from_config(data_config: ml_collections.ConfigDict,
                       show_progress)
 
 
+def verify_from_config(data_config: ml_collections.ConfigDict) -> dict[str, list[dict]]:
+  """Reads every record of the configured prepared source (each corpus member) once;
+  returns {source: damaged shards} and removes those shards' progress markers, so
+  that running prepare again rewrites exactly them."""
+  names = ([name for name, _, _ in corpus_members(data_config)]
+           if data_config.source == "corpus" else [data_config.name])
+  report = {}
+  for name in names:
+    damaged = storage.verify_shards(data_config.data_dir, name)
+    out_dir = storage.dataset_dir(data_config.data_dir, name)
+    for item in damaged:
+      shard = int(pathlib.Path(item["shard"]).name.split("-")[-3])
+      (out_dir / _PROGRESS_DIR / f"shard-{shard:05d}.json").unlink(missing_ok=True)
+    report[name] = damaged
+  return report
+
+
 def summarize(manifest: dict) -> str:
   lines = [f"{manifest['source']}: {manifest['num_records']} records of "
            f"{manifest['num_patients']} patients, {manifest['num_skipped']} skipped"]
@@ -350,6 +390,17 @@ def summarize(manifest: dict) -> str:
 
 def main(argv):
   del argv
+  if _VERIFY.value:
+    report = verify_from_config(_CONFIG.value.data)
+    for name, damaged in report.items():
+      print(f"{name}: {len(damaged)} damaged shard(s)")
+      for item in damaged:
+        print(f"  {item['shard']}: {item['problem']}")
+    if any(report.values()):
+      print("their markers are removed: run prepare again (without --verify) to "
+            "rewrite them")
+      raise SystemExit(1)
+    return
   manifest = prepare_from_config(_CONFIG.value.data)
   print(summarize(manifest))
 
@@ -357,5 +408,7 @@ def main(argv):
 if __name__ == "__main__":
   # Defined here, not at import: crema_jax.main defines its own --config.
   _CONFIG = config_flags.DEFINE_config_file("config", None, "Config with a `data` field.")
+  _VERIFY = flags.DEFINE_bool("verify", False, "Read every prepared record once and "
+                              "report damaged shards (marked to be rewritten).")
   flags.mark_flags_as_required(["config"])
   app.run(main)

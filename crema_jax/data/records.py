@@ -126,6 +126,33 @@ def check_signal(ecg: np.ndarray, path: str, sampling_rate: float,
   return ecg.astype(np.float32)
 
 
+MAX_AMPLITUDE_MV = 30.0  # Beyond any lead of a real ECG: a wrong gain or unit.
+
+
+def stored_signal(ecg: np.ndarray, path: str, max_amplitude_mv: float = MAX_AMPLITUDE_MV,
+                  leads: Sequence[str] = LEADS) -> np.ndarray:
+  """`ecg` [time, leads] mV as it is stored (float16), or RecordError.
+
+  The checks run on the stored values, after the cast: float16 turns 65,520 and more
+  into inf (a signal in uV read as mV). A lead reaching beyond `max_amplitude_mv` (a
+  gain of 1 instead of 1000 spans ~780 mV; units of V read as mV) is refused, naming
+  the lead and the value: physiological ECGs stay within a few mV.
+  """
+  stored = np.asarray(ecg).astype(np.float16)
+  finite = np.isfinite(stored).all(axis=0)
+  if not finite.all():
+    bad = [leads[i] for i in np.flatnonzero(~finite)]
+    raise RecordError(path, f"lead(s) {', '.join(bad)} not finite as stored float16 "
+                      "(values beyond 65,504 mV: a unit or gain error?)")
+  peak = np.abs(stored).max(axis=0).astype(np.float32)
+  if max_amplitude_mv > 0 and (peak > max_amplitude_mv).any():
+    bad = [f"{leads[i]} {peak[i]:.4g} mV" for i in np.flatnonzero(peak > max_amplitude_mv)]
+    raise RecordError(path, f"amplitude beyond {max_amplitude_mv:g} mV in lead(s) "
+                      f"{', '.join(bad)}: not physiological (a gain or unit error?); "
+                      "data.max_amplitude_mv sets the limit")
+  return stored
+
+
 def check_leads(leads: Sequence[str]) -> tuple[str, ...]:
   """`leads` as a tuple of standard names in `LEADS` order; ValueError for unknown or
   repeated names or an empty selection."""

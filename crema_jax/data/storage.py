@@ -23,13 +23,20 @@ import json
 import pathlib
 from typing import Sequence
 
+from array_record.python import array_record_data_source
+from array_record.python import array_record_module
 import numpy as np
 import tensorflow_datasets as tfds
+from tensorflow_datasets.proto import tf_example_pb2
 
 from crema_jax.data import records
 
 VERSION = "1.0.0"
 FORMAT = 2  # 2: `ecg` stored as raw float16 bytes (1: a TFDS float_list).
+# One record per chunk (random access), uncompressed: ArrayRecord's default brotli saves
+# ~17% of the disk on the demo's float16 signals but reads 2.3x and writes 4x slower
+# (benchmarks/input_pipeline.py), and the reader is what must keep up with the devices.
+SHARD_OPTIONS = "group_size:1,uncompressed"
 SPLIT = "full"  # TFDS reserves "all" for the union of splits.
 FILENAME_TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
 INDEX_FIELDS = ("ecg_id", "patient_id", "fold", "labels", "age", "sex", "num_samples")
@@ -58,6 +65,20 @@ def features(num_leads: int = len(records.LEADS)) -> tfds.features.FeaturesDict:
 
 
 FEATURES = features()
+
+
+def decode_ecg(serialized: bytes, num_leads: int) -> np.ndarray:
+  """The `ecg` feature of one stored example, [time, num_leads] float16 mV, without
+  TFDS's decoding of the other features (the pipelines' hot path); ValueError when
+  the bytes are not such a signal."""
+  try:
+    feature = tf_example_pb2.Example.FromString(serialized).features.feature["ecg"]
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f"not a stored example ({type(e).__name__}: {e})") from e
+  data = feature.bytes_list.value[0] if feature.bytes_list.value else b""
+  if not data or len(data) % (2 * num_leads):
+    raise ValueError(f"{len(data)} signal bytes are not [time, {num_leads}] float16")
+  return np.frombuffer(data, np.float16).reshape(-1, num_leads)
 
 
 def dataset_dir(data_dir: str | pathlib.Path, name: str) -> pathlib.Path:
@@ -106,6 +127,100 @@ def namespaced_patients(patient_ids: Sequence[np.ndarray]) -> list[np.ndarray]:
   return out
 
 
+class CorruptShardError(OSError):
+  """A prepared shard that cannot be read back; says which and how to repair it."""
+
+  def __init__(self, shard: pathlib.Path, problem: str):
+    super().__init__(f"{shard}: {problem}. `python -m crema_jax.data.prepare --config "
+                     "... --verify` finds every damaged shard and marks it for "
+                     "rewriting; then run prepare again")
+    self.shard, self.problem = shard, problem
+
+
+def _load_index(path: pathlib.Path) -> dict[str, np.ndarray]:
+  if not path.is_file():
+    raise FileNotFoundError(f"{path} not found: prepare the source again")
+  with np.load(path) as index:
+    missing = [f for f in INDEX_FIELDS if f not in index.files]
+    if missing:
+      raise ValueError(f"{path}: field(s) {', '.join(missing)} missing (written by an "
+                       "older version?); prepare the source again")
+    return {field: index[field] for field in INDEX_FIELDS}
+
+
+def _stored_leads(path: pathlib.Path, manifest: dict) -> int:
+  """The lead count of the stored signals: the manifest's leads, which TFDS's
+  `features.json` must agree with (else stored bytes would be reshaped wrongly)."""
+  leads = len(manifest.get("leads", records.LEADS))
+  spec = json.loads((path / "features.json").read_text())
+  dims = spec["featuresDict"]["features"]["ecg"]["tensor"]["shape"]["dimensions"]
+  if int(dims[-1]) != leads:
+    raise ValueError(f"{path / 'features.json'} stores {dims[-1]} leads but "
+                     f"{path / 'manifest.json'} lists {leads}; prepare the source again")
+  return leads
+
+
+def _check_shards(paths: Sequence[pathlib.Path], lengths: Sequence[int] | None) -> None:
+  """Every shard exists, opens and holds its recorded number of records."""
+  for i, path in enumerate(paths):
+    if not path.is_file():
+      raise CorruptShardError(path, "shard missing")
+    try:
+      reader = array_record_module.ArrayRecordReader(str(path))
+      found = reader.num_records()
+      reader.close()
+    except Exception as e:  # pylint: disable=broad-except
+      raise CorruptShardError(path, f"does not open: {e}") from e
+    if lengths is not None and found != lengths[i]:
+      raise CorruptShardError(path, f"holds {found} records, the manifest says "
+                              f"{lengths[i]}")
+
+
+def verify_shards(data_dir: str | pathlib.Path, name: str,
+                  batch: int = 256) -> list[dict]:
+  """Opens every shard of a prepared source and reads (and decodes) each of its
+  records once; returns [{"shard", "problem"}] for the damaged ones (empty: all
+  sound). Works when the source no longer opens as a whole."""
+  path = dataset_dir(data_dir, name)
+  manifest = json.loads((path / "manifest.json").read_text())
+  num_leads = _stored_leads(path, manifest)
+  damaged = []
+  for i, length in enumerate(manifest["shard_lengths"]):
+    shard = path / shard_filename(name, i, manifest["num_shards"])
+    try:
+      _check_shards([shard], [length])
+      source = array_record_data_source.ArrayRecordDataSource([str(shard)])
+      for start in range(0, length, batch):
+        keys = list(range(start, min(start + batch, length)))
+        try:
+          serialized = source.__getitems__(keys)
+        except Exception:  # pylint: disable=broad-except
+          serialized = []
+          for k in keys:  # Which record.
+            try:
+              serialized.append(source[k])
+            except Exception as e:  # pylint: disable=broad-except
+              raise CorruptShardError(shard, f"record {k}: {e}") from e
+        for k, data in zip(keys, serialized):
+          try:
+            if not np.isfinite(decode_ecg(data, num_leads)).all():
+              raise ValueError("non-finite samples")
+          except ValueError as e:
+            raise CorruptShardError(shard, f"record {k}: {e}") from e
+    except CorruptShardError as e:
+      damaged.append({"shard": str(shard), "problem": e.problem})
+  return damaged
+
+
+def prepared_format(path: pathlib.Path, manifest: dict) -> int:
+  """The storage FORMAT a source was prepared in (manifests before the field was added
+  have it only in prepare's settings; none at all: format 1)."""
+  if "format" in manifest:
+    return manifest["format"]
+  settings = path / "_progress" / "settings.json"
+  return json.loads(settings.read_text()).get("format", 1) if settings.is_file() else 1
+
+
 class ConcatSource:
   """Random access over several data sources one after another (a Grain source)."""
 
@@ -119,6 +234,14 @@ class ConcatSource:
   def __getitem__(self, i: int):
     member = int(np.searchsorted(self.starts, i, side="right") - 1)
     return self._sources[member][int(i - self.starts[member])]
+
+  def split(self, positions: np.ndarray):
+    """Yields (member, where, member positions): the `positions` of each member."""
+    positions = np.asarray(positions, np.int64)
+    member = np.searchsorted(self.starts, positions, side="right") - 1
+    for m in np.unique(member):
+      where = np.flatnonzero(member == m)
+      yield int(m), where, positions[where] - self.starts[m]
 
 
 class PreparedSource:
@@ -150,13 +273,23 @@ class PreparedSource:
     if self.manifest.get("kind") == "corpus":
       self._open_corpus(data_dir)
       return
-    with np.load(self.path / "index.npz") as index:
-      self.index = {field: index[field] for field in INDEX_FIELDS}
+    found = prepared_format(self.path, self.manifest)
+    if found != FORMAT:
+      raise ValueError(f"{manifest_path}: prepared in format {found}, this version reads "
+                       f"format {FORMAT}; prepare the source again")
+    self.index = _load_index(self.path / "index.npz")
+    self._num_leads = _stored_leads(self.path, self.manifest)
+    self.shard_paths = [self.path / shard_filename(name, i, self.manifest["num_shards"])
+                        for i in range(self.manifest["num_shards"])]
+    _check_shards(self.shard_paths, self.manifest.get("shard_lengths"))
     self.data_source = tfds.data_source(name, data_dir=str(data_dir), split=SPLIT)
     if len(self.data_source) != len(self.index["ecg_id"]):
       raise ValueError(f"{self.path}: {len(self.data_source)} examples but "
                        f"{len(self.index['ecg_id'])} index rows; prepare again")
     self.starts = np.array([0, len(self.data_source)])
+    self._shards = array_record_data_source.ArrayRecordDataSource(
+        [str(p) for p in self.shard_paths])
+    self._shard_starts = np.concatenate([[0], np.cumsum(self.manifest["shard_lengths"])])
 
   def _open_corpus(self, data_dir) -> None:
     members = self.manifest["members"]
@@ -174,6 +307,41 @@ class PreparedSource:
 
   def __len__(self) -> int:
     return len(self.data_source)
+
+  def read_signals(self, positions: Sequence[int]) -> list[np.ndarray]:
+    """The stored signals of `positions`, each [time, leads] float16 mV: one batched
+    ArrayRecord read per member source, only the `ecg` feature decoded (the
+    `data_source` decodes every feature of one example at a time)."""
+    if self.members:
+      out = [None] * len(positions)
+      for m, where, member_positions in self.data_source.split(positions):
+        for k, signal in zip(where, self.members[m].read_signals(member_positions)):
+          out[k] = signal
+      return out
+    try:
+      serialized = self._shards.__getitems__([int(p) for p in positions])
+    except Exception as e:  # pylint: disable=broad-except
+      # ArrayRecord names the byte, not the file: find the damaged shard.
+      raise self._read_error(positions, e) from e
+    out = []
+    for p, s in zip(positions, serialized):
+      try:
+        out.append(decode_ecg(s, self._num_leads))
+      except ValueError as e:
+        raise CorruptShardError(self.shard_of(p), f"record {int(p)}: {e}") from e
+    return out
+
+  def shard_of(self, position: int) -> pathlib.Path:
+    """The shard file holding `position`."""
+    return self.shard_paths[int(np.searchsorted(self._shard_starts, position, "right")) - 1]
+
+  def _read_error(self, positions, error: Exception) -> Exception:
+    for p in positions:
+      try:
+        self._shards[int(p)]
+      except Exception as e:  # pylint: disable=broad-except
+        return CorruptShardError(self.shard_of(p), f"record {int(p)}: {e}")
+    return error
 
 
 def fold_positions(prepared: PreparedSource, folds: Sequence[int]) -> np.ndarray:

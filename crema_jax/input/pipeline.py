@@ -1,17 +1,18 @@
 """Grain input pipelines over a prepared source.
 
-Pretraining: `MapDataset.source -> [process shard] -> shuffle -> repeat -> random_map(
-PretrainCrops) -> batch -> to_iter_dataset -> [mp_prefetch]`. Each example holds the
-raw crops of its views (two of one ECG, and one of another ECG of the same patient when
-the patient loss uses it); the step standardises, augments and masks them on the
-device (`crema_jax.input.device`).
-A prepared corpus runs that chain up to `random_map` per source and mixes the sources'
-streams by weight (`MapDataset.mix`) before batching; patient keys are offset per
-source. Evaluation: one centred, unaugmented view with labels, every record once, in
-order (optionally with only `data.eval_leads` kept).
+Pretraining: `MapDataset.range(records) -> [process slice] -> shuffle -> repeat ->
+batch -> random_map(PretrainCrops) -> to_iter_dataset -> [mp_prefetch]`. The chain
+carries record indices until the batch is formed; `PretrainCrops` then reads the whole
+batch at once (one ArrayRecord `__getitems__`, only the signal decoded) and slices the
+raw crops of each example's views (two of one ECG, and one of another ECG of the same
+patient when the patient loss uses it); the step standardises, augments and masks them
+on the device (`crema_jax.input.device`). A prepared corpus shuffles and repeats each
+source's indices on its own and mixes the streams by weight (`MapDataset.mix`) before
+batching. Evaluation: one centred, unaugmented view with labels from the prepared
+index, every record once, in order (optionally with only `data.eval_leads` kept).
 
-All randomness comes from Grain's per-example Generators (seeded by the pipeline seed and
-the example's position), so a run is reproducible and the iterator state resumes it
+All randomness comes from Grain's per-batch Generators (seeded by the pipeline seed and
+the batch's position), so a run is reproducible and the iterator state resumes it
 exactly.
 """
 
@@ -100,13 +101,13 @@ def _iterate(ds: grain.MapDataset, data_config: ml_collections.ConfigDict):
 def pretrain_dataset(config: ml_collections.ConfigDict, prepared: storage.PreparedSource,
                      *, process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
   """The infinite pretraining stream of this process's share of the global batch:
-  batches of `views.PretrainCrops` (signals [b, views, seq_len, leads] float16, patient,
+  `views.PretrainCrops` batches (signals [b, views, seq_len, leads] float16, patient,
   has_pair, position, pair_position).
 
   Args:
     config: the experiment config (uses data.*, loss.patient, model.num_leads,
       batch_size = the global batch size).
-    prepared: the prepared source.
+    prepared: the prepared source or corpus.
     process_index, process_count: this JAX process's place; each process reads a
       disjoint slice of the records and yields batch_size // process_count examples.
   """
@@ -115,50 +116,29 @@ def pretrain_dataset(config: ml_collections.ConfigDict, prepared: storage.Prepar
                      f"{process_count} processes")
   data = config.data
   check_leads(config, prepared)
-  if prepared.members:
-    ds = _mixed_views(config, prepared, process_index, process_count)
-  else:
-    subset = views.SubsetSource(prepared,
-                                storage.fold_positions(prepared, data.pretrain_folds))
-    ds = _member_views(config, subset, process_index, process_count,
-                       seed=data.shuffle_seed, path=prepared.path)
+  members = prepared.members or [prepared]
+  positions = [storage.pretrain_positions(m, data.pretrain_folds) + start
+               if prepared.members else storage.fold_positions(m, data.pretrain_folds)
+               for m, start in zip(members, prepared.starts)]
+  subset = views.Subset(prepared, np.concatenate(positions))
+  # One stream of subset indices per source, each shuffled and repeated on its own so
+  # that a corpus mix keeps its weights whatever the sources' sizes.
+  bounds = np.cumsum([0] + [len(p) for p in positions])
+  streams = []
+  for m, member in enumerate(members):
+    if bounds[m + 1] - bounds[m] < process_count:
+      raise ValueError(f"{member.path}: {bounds[m + 1] - bounds[m]} pretraining records "
+                       f"for {process_count} processes")
+    ds = grain.MapDataset.range(int(bounds[m]), int(bounds[m + 1]))
+    ds = ds[process_index::process_count]
+    streams.append(ds.shuffle(seed=data.shuffle_seed + 1000 * m).repeat())
+  ds = (streams[0] if len(streams) == 1 else
+        grain.MapDataset.mix(streams, [float(w) for w in prepared.weights]))
   ds = ds.batch(config.batch_size // process_count, drop_remainder=True)
+  ds = ds.random_map(views.PretrainCrops(subset, data.seq_len, views.num_views(config),
+                                         data.augment.random_crop),
+                     seed=data.shuffle_seed + 1)
   return _iterate(ds, data)
-
-
-def _member_views(config, subset: views.SubsetSource, process_index: int,
-                  process_count: int, seed: int, path, patient_offset: int = 0,
-                  position_offset: int = 0) -> grain.MapDataset:
-  """This process's slice of `subset`, shuffled, repeated, as PretrainCrops examples."""
-  if len(subset) < process_count:
-    raise ValueError(f"{path}: {len(subset)} records for {process_count} processes")
-  transform = views.PretrainCrops(
-      subset, config.data.seq_len, views.num_views(config),
-      config.data.augment.random_crop, patient_offset, position_offset)
-  ds = grain.MapDataset.source(subset)
-  ds = ds[process_index::process_count]
-  ds = ds.shuffle(seed=seed).repeat()
-  return ds.random_map(transform, seed=seed + 1)
-
-
-def _mixed_views(config, corpus: storage.PreparedSource, process_index: int,
-                 process_count: int) -> grain.MapDataset:
-  """The corpus members' view streams mixed by weight (`MapDataset.mix`).
-
-  Each member is shuffled and repeated on its own, so the mix keeps its proportions
-  whatever the members' sizes; patients pair only within their member, and patient
-  keys are offset per member so that they never collide across sources.
-  """
-  streams, patient_offset = [], 0
-  for m, member in enumerate(corpus.members):
-    positions = storage.pretrain_positions(member, config.data.pretrain_folds)
-    subset = views.SubsetSource(member, positions)
-    streams.append(_member_views(
-        config, subset, process_index, process_count,
-        seed=config.data.shuffle_seed + 1000 * m, path=member.path,
-        patient_offset=patient_offset, position_offset=int(corpus.starts[m])))
-    patient_offset += subset.patients.num_patients
-  return grain.MapDataset.mix(streams, [float(w) for w in corpus.weights])
 
 
 def eval_dataset(config: ml_collections.ConfigDict, prepared: storage.PreparedSource,
@@ -170,11 +150,10 @@ def eval_dataset(config: ml_collections.ConfigDict, prepared: storage.PreparedSo
   With `data.eval_leads` set, leads outside it are zeroed (a 12-lead checkpoint
   evaluated on fewer leads)."""
   mask = eval_lead_mask(config, check_leads(config, prepared))
-  subset = views.SubsetSource(prepared, storage.fold_positions(prepared, folds))
-  ds = grain.MapDataset.source(subset)
-  ds = ds[process_index::process_count]
-  ds = ds.map(views.EvalView(config.data.seq_len, subset, mask))
+  subset = views.Subset(prepared, storage.fold_positions(prepared, folds))
+  ds = grain.MapDataset.range(len(subset))[process_index::process_count]
   ds = ds.batch(batch_size, drop_remainder=False)
+  ds = ds.map(views.EvalView(config.data.seq_len, subset, mask))
   return _iterate(ds, config.data)
 
 
@@ -188,9 +167,10 @@ def finetune_dataset(config: ml_collections.ConfigDict, prepared: storage.Prepar
   if batch_size % process_count:
     raise ValueError(f"batch_size={batch_size} is not divisible by {process_count} "
                      "processes")
-  subset = views.SubsetSource(prepared, positions)
-  ds = grain.MapDataset.source(subset)[process_index::process_count]
+  subset = views.Subset(prepared, positions)
+  ds = grain.MapDataset.range(len(subset))[process_index::process_count]
   ds = ds.shuffle(seed=seed).repeat()
-  ds = ds.random_map(views.LabelledCrop(config.data.seq_len, random_crop), seed=seed + 1)
   ds = ds.batch(batch_size // process_count, drop_remainder=True)
+  ds = ds.random_map(views.LabelledCrop(subset, config.data.seq_len, random_crop),
+                     seed=seed + 1)
   return _iterate(ds, config.data)

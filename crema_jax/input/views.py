@@ -1,13 +1,17 @@
-"""Host side of the views: one prepared record -> the raw crops the step reads.
+"""Host side of the views: batches of prepared records -> the raw crops the step reads.
 
-- `PretrainCrops`: crops of one ECG for its two views, plus one of another ECG of the
+The pipelines batch record *indices* and each transform below turns one batch of them
+into arrays with one batched read (`PreparedSource.read_signals`: one ArrayRecord
+`__getitems__` per source, only the `ecg` feature decoded); labels, folds and patients
+come from the prepared index, so no per-record TFDS decoding or Python dict is built.
+- `PretrainCrops`: crops of each ECG for its two views, plus one of another ECG of the
   same patient (`PatientIndex`) when the patient loss uses it;
 - `EvalView`: the centred crop with its labels (probing);
 - `LabelledCrop`: one crop with its labels (fine-tuning).
-The host only slices the stored float16 record: standardisation, augmentation and the
-MAE masks run in the jitted step (`crema_jax.input.device`). The crop positions come
-from the per-example Generator Grain hands to a `RandomMap`, so a run is reproducible
-and its iterator state resumes it exactly.
+The host only slices the stored float16 records: standardisation, augmentation and
+the MAE masks run in the jitted step (`crema_jax.input.device`). Crop positions and
+pair partners come from the per-batch Generator Grain hands to a `RandomMap`, so a run
+is reproducible and its iterator state resumes it exactly.
 """
 
 from __future__ import annotations
@@ -38,138 +42,175 @@ class PatientIndex:
     self._order = np.argsort(keys, kind="stable")
     counts = np.bincount(keys)
     self._starts = np.concatenate([[0], np.cumsum(counts)])
-    self._keys = keys
-    self.num_patients = len(counts)
-
-  def key(self, i: int) -> int:
-    return int(self._keys[i])
+    self.keys = keys
 
   def others(self, i: int) -> np.ndarray:
-    k = self._keys[i]
+    k = self.keys[i]
     group = self._order[self._starts[k]:self._starts[k + 1]]
     return group[group != i]
 
 
-class SubsetSource:
-  """A Grain random-access source over `positions` of a prepared source.
+class Subset:
+  """The records of a prepared source (or corpus) at `positions`, addressed 0..n-1.
 
-  Yields the decoded TFDS example plus `subset_index` (i) and `position` (its index in
-  the prepared source).
+  A pipeline batches subset indices; `read(indices)` returns their stored signals.
+  Patients are keyed over the whole subset (a corpus's patient ids are already
+  namespaced by source, so keys never collide across sources).
   """
 
   def __init__(self, prepared: storage.PreparedSource, positions: np.ndarray):
-    self._data_source = prepared.data_source
+    self.prepared = prepared
     self.positions = np.asarray(positions, np.int64)
     self.patients = PatientIndex(prepared.index["patient_id"][self.positions])
 
   def __len__(self) -> int:
     return len(self.positions)
 
-  def __getitem__(self, i: int) -> dict:
-    position = int(self.positions[i])
-    example = self._data_source[position]
-    example["subset_index"] = i
-    example["position"] = position
-    return example
+  def index(self, field: str, indices: np.ndarray) -> np.ndarray:
+    """`prepared.index[field]` of subset `indices`."""
+    return self.prepared.index[field][self.positions[indices]]
+
+  def read(self, indices: np.ndarray) -> list[np.ndarray]:
+    """The stored [time, leads] float16 mV signals of subset `indices`, batched."""
+    return self.prepared.read_signals(self.positions[np.asarray(indices, np.int64)])
 
   def __repr__(self) -> str:
-    return f"SubsetSource({len(self)} records)"
+    return f"Subset({len(self)} records of {self.prepared.path})"
 
 
-def crop(ecg: np.ndarray, length: int, rng: np.random.Generator | None) -> np.ndarray:
+def crop_start(length: int, window: int, rng: np.random.Generator | None) -> int:
+  """Where a `window`-sample crop of a `length`-sample record starts: uniform (rng)
+  or centred (None); 0 when the record is shorter (it is zero-padded at the end)."""
+  if length <= window:
+    return 0
+  return (length - window) // 2 if rng is None else int(rng.integers(0, length - window + 1))
+
+
+def crop(ecg: np.ndarray, window: int, rng: np.random.Generator | None) -> np.ndarray:
   """A window of a stored record, as stored (float16 mV): [time, leads] ->
-  [length, leads], random (rng) or centred (rng=None); a shorter record is zero-padded
+  [window, leads], random (rng) or centred (rng=None); a shorter record is zero-padded
   at the end. Slicing only: the transforms that cost run on the device."""
-  t = ecg.shape[0]
-  if t < length:
-    return np.pad(ecg, ((0, length - t), (0, 0)))
-  start = (t - length) // 2 if rng is None else int(rng.integers(0, t - length + 1))
-  return ecg[start:start + length]
+  out = np.empty((1, window, ecg.shape[1]), ecg.dtype)
+  _crop_into(out, [ecg], rng)
+  return out[0]
+
+
+def _crops(signals: list[np.ndarray], window: int,
+           rng: np.random.Generator | None) -> np.ndarray:
+  """[n] records -> [n, window, leads] crops, as stored (float16)."""
+  out = np.empty((len(signals), window, signals[0].shape[1]), signals[0].dtype)
+  _crop_into(out, signals, rng)
+  return out
+
+
+def _crop_into(out: np.ndarray, signals: list[np.ndarray],
+               rng: np.random.Generator | None) -> None:
+  """Writes crops of `signals` ([n] records, [time, leads]) into out [n, window,
+  leads]: one copy per crop, zeros only where a record is too short."""
+  window = out.shape[1]
+  for k, ecg in enumerate(signals):
+    start = crop_start(ecg.shape[0], window, rng)
+    piece = ecg[start:start + window]
+    out[k, :len(piece)] = piece
+    out[k, len(piece):] = 0
 
 
 class PretrainCrops(grain.transforms.RandomMap):
-  """One record -> the raw crops of its views (`num_views`: two crops of the
-  ECG, plus one of another ECG of the same patient when the patient loss uses it).
+  """A batch of subset indices [b] -> the raw crops of their views (`num_views`: two
+  crops of each ECG, plus one of another ECG of the same patient when the patient loss
+  uses it).
 
-  Output (numpy): signals [views, seq_len, leads] float16 mV; patient int32 (equal for
-  ECGs of one patient); has_pair bool (False: no other ECG of this patient, and view 2
-  is a third crop of the same ECG); position, pair_position int64 (indices in the
-  prepared source; pair_position is position without a pair view). Standardisation,
-  augmentation and masks are the step's (`crema_jax.input.device`).
+  Output (numpy): signals [b, views, seq_len, leads] float16 mV; patient [b] int32
+  (equal for ECGs of one patient); has_pair [b] bool (False: no other ECG of this
+  patient, and view 2 is a third crop of the same ECG); position, pair_position [b]
+  int64 (indices in the prepared source; pair_position is position without a pair
+  view). Standardisation, augmentation and masks are the step's
+  (`crema_jax.input.device`).
   """
 
-  def __init__(self, subset: SubsetSource, seq_len: int, views: int, random_crop: bool,
-               patient_offset: int = 0, position_offset: int = 0):
+  def __init__(self, subset: Subset, seq_len: int, views: int, random_crop: bool):
     if views not in (2, 3):
       raise ValueError(f"views={views}: expected 2 or 3")
     self._subset = subset
-    self._patients = subset.patients
     self._seq_len = seq_len
     self._views = views
     self._random_crop = random_crop
-    # In a mixed corpus: keys past the previous sources' patients, and positions in
-    # the corpus (the members' sources one after another).
-    self._patient_offset = patient_offset
-    self._position_offset = position_offset
 
-  def random_map(self, element: dict, rng: np.random.Generator) -> dict:
-    i = element["subset_index"]
-    crop_rng = rng if self._random_crop else None
-    ecgs = [element["ecg"], element["ecg"]]
-    partner, has_pair = element, False
-    if self._views == 3:
-      others = self._patients.others(i)
+  def _partners(self, indices: np.ndarray, rng: np.random.Generator):
+    partners, has_pair = indices.copy(), np.zeros(len(indices), bool)
+    for k, i in enumerate(indices):
+      others = self._subset.patients.others(int(i))
       if len(others):
-        partner, has_pair = self._subset[int(rng.choice(others))], True
-      ecgs.append(partner["ecg"])
-    return {"signals": np.stack([crop(e, self._seq_len, crop_rng) for e in ecgs]),
-            "has_pair": np.bool_(has_pair),
-            "patient": np.int32(self._patients.key(i) + self._patient_offset),
-            "position": np.int64(element["position"] + self._position_offset),
-            "pair_position": np.int64(partner["position"] + self._position_offset)}
+        partners[k], has_pair[k] = rng.choice(others), True
+    return partners, has_pair
+
+  def random_map(self, indices: np.ndarray, rng: np.random.Generator) -> dict:
+    indices = np.asarray(indices, np.int64)
+    crop_rng = rng if self._random_crop else None
+    partners, has_pair = indices, np.zeros(len(indices), bool)
+    if self._views == 3:
+      partners, has_pair = self._partners(indices, rng)
+    with_pair = np.concatenate([indices, partners[has_pair]])
+    signals = self._subset.read(with_pair)
+    ecgs, pairs = signals[:len(indices)], iter(signals[len(indices):])
+    out = np.empty((len(indices), self._views, self._seq_len, ecgs[0].shape[1]),
+                   ecgs[0].dtype)
+    _crop_into(out[:, 0], ecgs, crop_rng)
+    _crop_into(out[:, 1], ecgs, crop_rng)
+    if self._views == 3:
+      _crop_into(out[:, 2], [next(pairs) if p else e for e, p in zip(ecgs, has_pair)],
+                 crop_rng)
+    return {"signals": out,
+            "has_pair": has_pair,
+            "patient": self._subset.patients.keys[indices],
+            "position": self._subset.positions[indices],
+            "pair_position": self._subset.positions[partners]}
 
 
 class EvalView(grain.transforms.Map):
-  """One record -> its centred crop (float32 mV, unaugmented) with its labels.
+  """A batch of subset indices -> their centred crops (float32 mV, unaugmented) with
+  labels [b, 5] float32, ecg_id, patient, fold and position.
 
   lead_mask: optional [leads] 1/0 multiplying the view (see `pipeline.eval_lead_mask`).
   Standardisation happens on the device (`device.standardize`), after any robustness
   shift of the raw signal.
   """
 
-  def __init__(self, seq_len: int, subset: SubsetSource,
-               lead_mask: np.ndarray | None = None):
+  def __init__(self, seq_len: int, subset: Subset, lead_mask: np.ndarray | None = None):
     self._seq_len = seq_len
-    self._patients = subset.patients
+    self._subset = subset
     self._lead_mask = lead_mask
 
-  def map(self, element: dict) -> dict:
-    view = crop(element["ecg"], self._seq_len, None).astype(np.float32)
+  def map(self, indices: np.ndarray) -> dict:
+    indices = np.asarray(indices, np.int64)
+    view = _crops(self._subset.read(indices), self._seq_len, None).astype(np.float32)
     if self._lead_mask is not None:
       view = view * self._lead_mask
     return {
         "view": view,
-        "labels": np.asarray(element["labels"], np.float32),
-        "ecg_id": np.int64(element["ecg_id"]),
-        "patient": np.int32(self._patients.key(element["subset_index"])),
-        "fold": np.int32(element["fold"]),
-        "position": np.int64(element["position"]),
+        "labels": self._subset.index("labels", indices).astype(np.float32),
+        "ecg_id": self._subset.index("ecg_id", indices),
+        "patient": self._subset.patients.keys[indices],
+        "fold": self._subset.index("fold", indices).astype(np.int32),
+        "position": self._subset.positions[indices],
     }
 
 
 class LabelledCrop(grain.transforms.RandomMap):
-  """One record -> one raw crop with its labels (supervised fine-tuning; the step
-  standardises and augments it).
+  """A batch of subset indices -> one raw crop each with its labels (supervised
+  fine-tuning; the step standardises and augments them).
 
-  Output: view [seq_len, leads] float16 mV, labels [5] float32, position int64.
+  Output: view [b, seq_len, leads] float16 mV, labels [b, 5] float32, position [b].
   """
 
-  def __init__(self, seq_len: int, random_crop: bool):
+  def __init__(self, subset: Subset, seq_len: int, random_crop: bool):
+    self._subset = subset
     self._seq_len = seq_len
     self._random_crop = random_crop
 
-  def random_map(self, element: dict, rng: np.random.Generator) -> dict:
-    return {"view": crop(element["ecg"], self._seq_len,
-                         rng if self._random_crop else None),
-            "labels": np.asarray(element["labels"], np.float32),
-            "position": np.int64(element["position"])}
+  def random_map(self, indices: np.ndarray, rng: np.random.Generator) -> dict:
+    indices = np.asarray(indices, np.int64)
+    return {"view": _crops(self._subset.read(indices), self._seq_len,
+                           rng if self._random_crop else None),
+            "labels": self._subset.index("labels", indices).astype(np.float32),
+            "position": self._subset.positions[indices]}

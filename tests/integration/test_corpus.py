@@ -222,6 +222,10 @@ def test_mixed_pipeline_weights_and_namespaced_patients(prepared_corpus):
     same_patient = keys[pos][:, None] == keys[pos][None, :]
     np.testing.assert_array_equal(same_key, same_patient)
   assert any(b["has_pair"].any() for b in batches)  # CODE-15% patients 1, 2.
+  # The batched read puts each member's records back in the order asked for.
+  asked = [int(positions[member == m][k]) for k in (0, 1) for m in (2, 0, 1)]
+  for p, signal in zip(asked, corpus.read_signals(asked)):
+    np.testing.assert_array_equal(signal, corpus.data_source[p]["ecg"])
 
 
 def test_pretrains_and_resumes_on_the_corpus(prepared_corpus, tmp_path):

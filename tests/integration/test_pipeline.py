@@ -39,6 +39,21 @@ def test_pretrain_batch_holds_raw_crops_of_the_views_the_objective_uses(demo_con
   assert next(iter(pipeline.pretrain_dataset(unpaired, prepared)))["signals"].shape[1] == 2
 
 
+def test_batched_read_decodes_as_tfds_does(prepared):
+  positions = [5, 0, 5, len(prepared) - 1]
+  for p, signal in zip(positions, prepared.read_signals(positions)):
+    assert signal.dtype == np.float16 and signal.shape[1] == 12
+    np.testing.assert_array_equal(signal, prepared.data_source[p]["ecg"])
+
+
+def test_a_source_prepared_in_another_format_is_refused(tmp_path):
+  path = storage.dataset_dir(tmp_path, "old")
+  path.mkdir(parents=True)
+  (path / "manifest.json").write_text('{"source": "old", "format": 1}')
+  with pytest.raises(ValueError, match="manifest.json: prepared in format 1.*prepare"):
+    storage.PreparedSource(tmp_path, "old")
+
+
 def test_worker_count_auto_is_sized_to_the_host():
   assert pipeline.worker_count("auto", cpus=2) == 0
   assert pipeline.worker_count("auto", cpus=10) == 8

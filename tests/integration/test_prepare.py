@@ -2,8 +2,10 @@
 
 import json
 import os
+import pathlib
 import shutil
 
+import ml_collections
 import numpy as np
 import pandas as pd
 import pytest
@@ -54,11 +56,14 @@ def test_round_trip_is_bit_exact_float16(raw_dir, tmp_path):
 
 
 def _corrupt(raw_dir, tmp_path):
-  """A copy of the folder with three broken records; returns (copy, broken ecg_ids)."""
+  """A copy of the folder with four broken records; returns (copy, broken ecg_ids)."""
   root = tmp_path / "broken"
   shutil.copytree(raw_dir, root)
   table = pd.read_csv(root / "ptbxl_database.csv", index_col="ecg_id")
-  ids = list(table.index[:3])
+  ids = list(table.index[:4])
+  # A gain of 1 instead of 1000 ADC units/mV: a valid header, every lead 1000x too big.
+  header = root / (table.loc[ids[3], "filename_hr"] + ".hea")
+  header.write_text(header.read_text().replace(" 1000.0(0)/mV", " 1.0(0)/mV"))
   dat = root / (table.loc[ids[0], "filename_hr"] + ".dat")
   dat.write_bytes(dat.read_bytes()[:1000])  # Truncated download.
   table.loc[ids[1], "scp_codes"] = "{'NORM': 100.0"  # Malformed dict string.
@@ -78,13 +83,15 @@ def test_bad_records_are_skipped_and_reported(raw_dir, tmp_path):
   source = ptbxl.PTBXL(root, sampling_rate=500)
   manifest = prepare.prepare(source, tmp_path / "out", records_per_shard=50,
                              num_workers=1, show_progress=False)
-  assert manifest["num_skipped"] == 3
-  assert manifest["num_records"] == len(source.keys()) - 3
+  assert manifest["num_skipped"] == 4
+  assert manifest["num_records"] == len(source.keys()) - 4
   skipped = {int(s["key"]): s for s in manifest["skipped"]}
   assert set(skipped) == set(broken)
   assert "_hr" in skipped[broken[0]]["path"]
   assert "scp_codes" in skipped[broken[1]]["reason"]
   assert "flat" in skipped[broken[2]]["reason"] and "aVL" in skipped[broken[2]]["reason"]
+  assert "beyond 30 mV" in skipped[broken[3]]["reason"]
+  assert skipped[broken[3]]["path"].endswith("_hr")  # The record, under the root.
   on_disk = json.loads((storage.dataset_dir(tmp_path / "out", "ptbxl") /
                         "manifest.json").read_text())
   assert on_disk["skipped"] == manifest["skipped"]
@@ -114,6 +121,35 @@ def test_rerun_writes_only_missing_shards(raw_dir, tmp_path):
   assert len(after) == len(before)
   for a, b in zip(before, after):
     np.testing.assert_array_equal(_bits(a), _bits(b))
+
+
+def test_damaged_shards_are_named_verified_and_rewritten(raw_dir, tmp_path):
+  source = ptbxl.PTBXL(raw_dir, sampling_rate=500)
+  first = prepare.prepare(source, tmp_path, records_per_shard=8, num_workers=1,
+                          show_progress=False)
+  out = storage.dataset_dir(tmp_path, "ptbxl")
+  flipped = out / storage.shard_filename("ptbxl", 1, first["num_shards"])
+  data = bytearray(flipped.read_bytes())
+  data[len(data) // 3] ^= 0xFF  # A bit-flipped disk block: the shard still opens.
+  flipped.write_bytes(bytes(data))
+  emptied = out / storage.shard_filename("ptbxl", 2, first["num_shards"])
+  emptied.write_bytes(b"")
+  with pytest.raises(storage.CorruptShardError, match=f"{emptied.name}: does not open"):
+    storage.PreparedSource(tmp_path, "ptbxl")  # Refused at open, not mid-run.
+  config = ml_collections.ConfigDict({"source": "ptbxl", "name": "ptbxl",
+                                      "data_dir": str(tmp_path)})
+  report = prepare.verify_from_config(config)["ptbxl"]
+  assert [pathlib.Path(r["shard"]).name for r in report] == [flipped.name, emptied.name]
+  assert "hash mismatch" in report[0]["problem"]
+  again = prepare.prepare(source, tmp_path, records_per_shard=8, num_workers=1,
+                          show_progress=False)
+  assert again["records_read_this_run"] == 16  # Exactly the two damaged shards.
+  assert prepare.verify_from_config(config) == {"ptbxl": []}
+  prepared = storage.PreparedSource(tmp_path, "ptbxl")
+  # A shard damaged after opening: the read names it.
+  flipped.write_bytes(bytes(data))
+  with pytest.raises(storage.CorruptShardError, match=flipped.name):
+    prepared.read_signals(range(len(prepared)))
 
 
 def test_resume_with_other_settings_is_refused(raw_dir, tmp_path):

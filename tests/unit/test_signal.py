@@ -93,3 +93,17 @@ def test_standard_lead_order_names_missing_leads():
     signal.standard_lead_order(list(records.LEADS[:11]))
   with pytest.raises(ValueError, match="lead aVR appears twice"):
     signal.standard_lead_order(list(records.LEADS) + ["AVR"])
+
+
+def test_stored_signal_refuses_what_float16_or_physiology_cannot_hold():
+  x = np.random.default_rng(0).normal(0, 0.5, (1000, 12)).astype(np.float32)
+  np.testing.assert_array_equal(records.stored_signal(x, "r"), x.astype(np.float16))
+  in_uv = x.copy()
+  in_uv[:, 7] = 70_000.0  # Finite in float32, inf once stored as float16.
+  with pytest.raises(records.RecordError, match=r"r: lead\(s\) V2 not finite"):
+    records.stored_signal(in_uv, "r")
+  gain_of_one = x.copy()
+  gain_of_one[:, 0] *= 1000  # Read with a gain of 1 instead of 1000.
+  with pytest.raises(records.RecordError, match=r"beyond 30 mV in lead\(s\) I "):
+    records.stored_signal(gain_of_one, "r")
+  assert records.stored_signal(gain_of_one, "r", max_amplitude_mv=0).dtype == np.float16
