@@ -59,10 +59,12 @@ def matmul_peak_flops(dtype, n: int = 4096, repeats: int = 10) -> float:
 
 def random_batch(config, rng: np.random.Generator) -> dict:
   """A host batch of the real shapes: raw float16 crops [batch, views, time, leads]
-  (the step standardises, augments and masks them), patient, has_pair."""
+  (the step standardises, augments and masks them), valid, patient, has_pair."""
   b, t, leads = config.batch_size, config.data.seq_len, config.model.num_leads
-  return {"signals": rng.standard_normal((b, views.num_views(config), t, leads),
+  v = views.num_views(config)
+  return {"signals": rng.standard_normal((b, v, t, leads),
                                          dtype=np.float32).astype(np.float16),
+          "valid": np.full((b, v), t, np.int32),
           "has_pair": np.ones((b,), bool),
           "patient": rng.integers(0, max(b // 2, 1), size=b).astype(np.int32)}
 

@@ -22,22 +22,29 @@ LOSS_NAMES = ("reconstruction", "sample", "patient")
 _EXCLUDED = -1e9
 
 
-def masked_reconstruction_loss(pred: jnp.ndarray, target: jnp.ndarray) -> jnp.ndarray:
-  """Mean squared error over the masked patches.
+def masked_reconstruction_loss(pred: jnp.ndarray, target: jnp.ndarray,
+                               valid: jnp.ndarray | None = None) -> jnp.ndarray:
+  """Mean squared error over the masked patches that hold signal.
 
   Args:
     pred: [batch, M, patch_dim] reconstructions of the masked patches.
     target: [batch, M, patch_dim] their true values.
+    valid: optional [batch, M] bool, False for a patch of zero padding (a short
+      record's): it is no target.
 
   Returns:
-    Scalar mean over every element; 0 when there are no masked patches (M == 0).
+    Scalar mean over every element of the valid patches; 0 when there are none.
   """
   if pred.shape != target.shape:
     raise ValueError(f"pred {pred.shape} and target {target.shape} differ in shape")
   if pred.size == 0:
     return jnp.zeros((), jnp.float32)
-  diff = pred.astype(jnp.float32) - target.astype(jnp.float32)
-  return jnp.mean(jnp.square(diff))
+  per_patch = jnp.mean(jnp.square(pred.astype(jnp.float32) - target.astype(jnp.float32)),
+                       axis=-1)
+  if valid is None:
+    return jnp.mean(per_patch)
+  weight = valid.astype(jnp.float32)
+  return jnp.sum(per_patch * weight) / jnp.maximum(jnp.sum(weight), 1.0)
 
 
 def l2_normalize(z: jnp.ndarray, eps: float = 1e-12) -> jnp.ndarray:
@@ -115,6 +122,7 @@ def hybrid_loss(parts: Mapping[str, jnp.ndarray],
 def hybrid_objective(weights: Mapping[str, float], temperature: float, *,
                      pred: jnp.ndarray | None = None,
                      target: jnp.ndarray | None = None,
+                     target_valid: jnp.ndarray | None = None,
                      z1: jnp.ndarray | None = None,
                      z2: jnp.ndarray | None = None,
                      z_patient: jnp.ndarray | None = None,
@@ -129,7 +137,8 @@ def hybrid_objective(weights: Mapping[str, float], temperature: float, *,
   Args:
     weights: "reconstruction", "sample" and "patient" weights.
     temperature: of both contrastive losses.
-    pred, target: [batch, M, patch_dim] for the reconstruction term.
+    pred, target: [batch, M, patch_dim] for the reconstruction term; target_valid
+      [batch, M] (optional) leaves padding patches out of it.
     z1, z2: [batch, dim] projections of two views, for the sample term.
     z_patient, patient_ids, patient_valid: [n, dim], [n], [n] for the patient term.
 
@@ -138,7 +147,7 @@ def hybrid_objective(weights: Mapping[str, float], temperature: float, *,
   """
   terms = {
       "reconstruction": ((pred, target), lambda: masked_reconstruction_loss(
-          pred, target)),
+          pred, target, target_valid)),
       "sample": ((z1, z2), lambda: sample_contrastive_loss(z1, z2, temperature)),
       "patient": ((z_patient, patient_ids, patient_valid),
                   lambda: patient_contrastive_loss(z_patient, patient_ids,

@@ -32,7 +32,7 @@ from crema_jax.input import device
 
 
 # What the step reads of a pipeline batch (the rest, such as positions, stays on the host).
-STEP_INPUTS = ("signals", "patient", "has_pair")
+STEP_INPUTS = ("signals", "valid", "patient", "has_pair")
 
 
 def host_inputs(batch: dict) -> dict:
@@ -62,8 +62,10 @@ def forward(model: models.CREMA, params, batch: dict, config: ml_collections.Con
   """The hybrid loss of one global batch of views; returns (loss, metrics).
 
   batch (the schema of `crema_jax.input.device`): signals [B, V, T, leads]; ids_keep
-  [B, V, K]; ids_masked [B, V, M]; patient [B]; has_pair [B]. Views 0 and 1 are two
-  views of each ECG; view 2, when V = 3, a view of another ECG of the same patient.
+  [B, V, K]; ids_masked [B, V, M]; keep_valid [B, V, K], masked_valid [B, V, M]
+  (False: a token of padding, left out of the pooling and of the targets); patient
+  [B]; has_pair [B]. Views 0 and 1 are two views of each ECG; view 2, when V = 3, a
+  view of another ECG of the same patient.
   The views of an example stay on its device: they are flattened into the batch
   ([B * V, ...], example-major) and sliced on their own axis, never across the batch.
   """
@@ -76,7 +78,8 @@ def forward(model: models.CREMA, params, batch: dict, config: ml_collections.Con
 
   def run(module: models.CREMA):
     latent = module.forward_encoder(flat(x), flat(keep), train=train)
-    z = module.project(module.pool_latent(latent)).reshape(b, v, -1)   # [B, V, P]
+    pooled = module.pool_latent(latent, flat(batch["keep_valid"]))
+    z = module.project(pooled).reshape(b, v, -1)   # [B, V, P]
     if weights.reconstruction == 0:
       return z, None, None
     latent = latent.reshape((b, v) + latent.shape[1:])[:, :2]  # The two ECG views.
@@ -94,7 +97,8 @@ def forward(model: models.CREMA, params, batch: dict, config: ml_collections.Con
     z_patient, patient_ids, patient_valid = z[:, 0], batch["patient"], jnp.ones((b,), bool)
   loss, parts = losses.hybrid_objective(
       {k: weights[k] for k in losses.LOSS_NAMES}, weights.temperature, pred=pred,
-      target=target, z1=z[:, 0], z2=z[:, 1], z_patient=z_patient,
+      target=target, target_valid=flat(batch["masked_valid"][:, :2]),
+      z1=z[:, 0], z2=z[:, 1], z_patient=z_patient,
       patient_ids=patient_ids, patient_valid=patient_valid)
   return loss, {"loss": loss, **{f"loss_{name}": part for name, part in parts.items()}}
 
@@ -102,8 +106,8 @@ def forward(model: models.CREMA, params, batch: dict, config: ml_collections.Con
 def make_train_step(model, optimizer, config, state_shardings, mesh):
   """The jitted, state-donating step: (state, host batch) -> (state, metrics).
 
-  The host batch holds raw crops (`signals [B, V, T, leads]`), `patient` and
-  `has_pair`; the step standardises, augments and masks them (`input.device`) with
+  The host batch holds raw crops (`signals [B, V, T, leads]`), their `valid` samples
+  [B, V], `patient` and `has_pair`; the step standardises, augments and masks them (`input.device`) with
   keys of (seed, step, example) before the loss."""
   transform = device.ViewTransform.from_config(config)
   view_seed, dropout_rng = config.seed, jax.random.fold_in(jax.random.key(config.seed), 1)
@@ -113,7 +117,7 @@ def make_train_step(model, optimizer, config, state_shardings, mesh):
     # Each device draws its own examples' randomness: without this XLA may draw it
     # elsewhere and move it (all-to-all of per-example values).
     keys = jax.lax.with_sharding_constraint(keys, sharding.batch_sharding(mesh))
-    views = device.pretrain_views(transform, keys, batch["signals"])
+    views = device.pretrain_views(transform, keys, batch["signals"], batch["valid"])
     inputs = {**views, "patient": batch["patient"], "has_pair": batch["has_pair"]}
     rng = jax.random.fold_in(dropout_rng, state.step)
     grad_fn = jax.value_and_grad(

@@ -34,6 +34,11 @@ class RecordError(Exception):
     self.reason = reason
 
 
+class SignalError(RecordError):
+  """Bad samples in a signal that was read (flat, NaN, too short): a problem of that
+  stretch of signal, not of the file (another window of it may be fine)."""
+
+
 @dataclasses.dataclass
 class Record:
   """One 12-lead ECG in the common format.
@@ -104,25 +109,25 @@ def check_signal(ecg: np.ndarray, path: str, sampling_rate: float,
   """Returns `ecg` as float32 [time, len(leads)] or raises RecordError saying what is
   wrong.
 
-  Refuses a wrong shape or lead count, NaN/inf samples, any flat lead (peak-to-peak below
-  `flat_mv` millivolts) and records shorter than `min_seconds`. `leads` names the
+  Refuses (SignalError) a wrong shape or lead count, NaN/inf samples, any flat lead
+  (peak-to-peak below `flat_mv` millivolts) and records shorter than `min_seconds`. `leads` names the
   columns (the 12 standard leads unless a reduced-lead config asks for fewer).
   """
   ecg = np.asarray(ecg)
   if ecg.ndim != 2:
-    raise RecordError(path, f"signal has shape {ecg.shape}, expected [time, leads]")
+    raise SignalError(path, f"signal has shape {ecg.shape}, expected [time, leads]")
   if ecg.shape[1] != len(leads):
-    raise RecordError(path, f"has {ecg.shape[1]} leads, expected {len(leads)}")
+    raise SignalError(path, f"has {ecg.shape[1]} leads, expected {len(leads)}")
   if ecg.shape[0] < min_seconds * sampling_rate:
-    raise RecordError(path, f"too short: {ecg.shape[0] / sampling_rate:.2f} s < "
+    raise SignalError(path, f"too short: {ecg.shape[0] / sampling_rate:.2f} s < "
                       f"{min_seconds:g} s")
   if not np.all(np.isfinite(ecg)):
     bad = [leads[i] for i in np.flatnonzero(~np.all(np.isfinite(ecg), axis=0))]
-    raise RecordError(path, f"NaN or inf samples in lead(s) {', '.join(bad)}")
+    raise SignalError(path, f"NaN or inf samples in lead(s) {', '.join(bad)}")
   ptp = np.ptp(ecg, axis=0)
   if np.any(ptp < flat_mv):
     flat = [leads[i] for i in np.flatnonzero(ptp < flat_mv)]
-    raise RecordError(path, f"flat lead(s) {', '.join(flat)}")
+    raise SignalError(path, f"flat lead(s) {', '.join(flat)}")
   return ecg.astype(np.float32)
 
 

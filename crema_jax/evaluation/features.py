@@ -35,16 +35,16 @@ def views(config: ml_collections.ConfigDict, prepared: storage.PreparedSource,
       fn = shifts.SHIFTS[shift]
       x = np.stack([fn(v, config.data.sampling_rate, np.random.default_rng((seed, p)))
                     for v, p in zip(x, batch["position"])])
-    x = np.asarray(standardize_batch(x)) if normalize else x
+    x = np.asarray(standardize_batch(x, batch["valid"])) if normalize else x
     batch["view"] = x.astype(np.float32)
     yield batch
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def embed(model: models.CREMA, params: Any, x: jax.Array) -> jax.Array:
-  """Pooled features [b, emb] of whole signals x [b, time, leads] (one compile per
-  model and shape)."""
-  return model.apply({"params": params}, x, method=model.embed)
+def embed(model: models.CREMA, params: Any, x: jax.Array, valid: jax.Array) -> jax.Array:
+  """Pooled features [b, emb] of whole signals x [b, time, leads] whose first valid
+  [b] samples are signal (one compile per model and shape)."""
+  return model.apply({"params": params}, x, valid=valid, method=model.embed)
 
 
 def pad_to(x: np.ndarray, n: int) -> np.ndarray:
@@ -60,15 +60,17 @@ def extract_features(model: models.CREMA, params: Any, config: ml_collections.Co
 
   Returns features [n, emb] float32, labels [n, 5], patient [n] (equal within a
   patient), ecg_id [n], position [n] (index in the prepared source), in prepared order.
-  `embed_fn(params, x) -> [b, emb]` (jitted) replaces `embed` when given.
+  `embed_fn(params, x, valid) -> [b, emb]` (jitted) replaces `embed` when given.
   """
   batch_size = -(-batch_size // mesh.size) * mesh.size  # Whole batches per device.
   embed_fn = embed_fn or functools.partial(embed, model)
   out = {"features": [], "labels": [], "patient": [], "ecg_id": [], "position": []}
   for batch in views(config, prepared, folds, batch_size, shift, seed=config.seed):
     n = len(batch["view"])
-    x = sharding.global_batch(mesh, {"view": pad_to(batch["view"], batch_size)})["view"]
-    out["features"].append(np.asarray(jax.device_get(embed_fn(params, x)))[:n])
+    data = sharding.global_batch(mesh, {"view": pad_to(batch["view"], batch_size),
+                                        "valid": pad_to(batch["valid"], batch_size)})
+    features = embed_fn(params, data["view"], data["valid"])
+    out["features"].append(np.asarray(jax.device_get(features))[:n])
     for key in ("labels", "patient", "ecg_id", "position"):
       out[key].append(batch[key])
   if not out["features"]:

@@ -80,9 +80,10 @@ class FinetuneResult:
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def logits(model: models.CREMA, params: Any, x: jax.Array) -> jax.Array:
-  """The fine-tuned model (eval mode): x [b, time, leads] -> logits [b, classes]."""
-  feats = model.apply({"params": params["crema"]}, x, method=model.embed)
+def logits(model: models.CREMA, params: Any, x: jax.Array, valid: jax.Array) -> jax.Array:
+  """The fine-tuned model (eval mode): x [b, time, leads] whose first valid [b]
+  samples are signal -> logits [b, classes]."""
+  feats = model.apply({"params": params["crema"]}, x, valid=valid, method=model.embed)
   return feats @ params["head"]["w"] + params["head"]["b"]
 
 
@@ -117,17 +118,18 @@ def finetune(model: models.CREMA, crema_params: Any, config: ml_collections.Conf
   transform = device.ViewTransform.from_config(config)
   view_seed, dropout_rng = seed, jax.random.fold_in(jax.random.key(seed), 1)
 
-  def loss_fn(p, crops, y, i):
+  def loss_fn(p, crops, valid, y, i):
     keys = device.example_keys(view_seed, i, crops.shape[0])
-    x = jax.vmap(transform.view)(keys, crops)
-    feats = model.apply({"params": p["crema"]}, x, train=True, method=model.embed,
+    x = jax.vmap(transform.view)(keys, crops, valid)
+    feats = model.apply({"params": p["crema"]}, x, train=True, valid=valid,
+                        method=model.embed,
                         rngs={"dropout": jax.random.fold_in(dropout_rng, i)})
     return optax.sigmoid_binary_cross_entropy(
         feats @ p["head"]["w"] + p["head"]["b"], y).mean()
 
   @jax.jit
-  def step(p, s, x, y, i):
-    loss, grads = jax.value_and_grad(loss_fn)(p, x, y, i)
+  def step(p, s, x, valid, y, i):
+    loss, grads = jax.value_and_grad(loss_fn)(p, x, valid, y, i)
     updates, s = optimizer.update(grads, s, p)
     return optax.apply_updates(p, updates), s, loss
 
@@ -141,9 +143,10 @@ def finetune(model: models.CREMA, crema_params: Any, config: ml_collections.Conf
                   desc="fine-tune")
   for i in range(1, ft.steps + 1):
     batch = next(stream)
-    data = sharding.global_batch(mesh, {"view": batch["view"],
+    data = sharding.global_batch(mesh, {"view": batch["view"], "valid": batch["valid"],
                                         "labels": batch["labels"][:, columns]})
-    params, opt_state, loss = step(params, opt_state, data["view"], data["labels"], i)
+    params, opt_state, loss = step(params, opt_state, data["view"], data["valid"],
+                                   data["labels"], i)
     losses.append(loss)
     bar.update(1)
     if i % ft.eval_every and i != ft.steps:

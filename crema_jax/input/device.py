@@ -1,8 +1,9 @@
 """What the step does to a host batch before the model sees it, on the device.
 
 The host sends raw crops (`signals [batch, views, time, leads]`, float16 millivolts:
-cheap slicing of the stored record). Inside the jitted step, each view is standardised
-per lead, augmented (time shift, amplitude scale, baseline wander, Gaussian noise, lead
+cheap slicing of the stored record) and how many of their samples are signal (`valid
+[batch, views]`: a record shorter than the crop is zero-padded at the end). Inside the
+jitted step, each view is standardised per lead over its valid samples, augmented (time shift, amplitude scale, baseline wander, Gaussian noise, lead
 dropout; `config.data.augment`, an amount of 0 switches one off) and given an MAE mask,
 all drawn with `jax.random` from (seed, step, example), so a run is reproducible and
 resumes exactly on any number of devices. Every function here is per example and
@@ -12,6 +13,9 @@ The step's batch schema (`pretrain_views`):
   signals     [batch, views, time, leads] float32, standardised and augmented
   ids_keep    [batch, views, K] int32, sorted visible tokens of each view
   ids_masked  [batch, views, M] int32, sorted masked tokens
+  keep_valid, masked_valid  [batch, views, K | M] bool, whether those tokens hold
+              signal only (padding is masked first, never a reconstruction target,
+              never pooled into the contrastive embedding)
   patient     [batch] int32, equal for ECGs of one patient
   has_pair    [batch] bool, whether view 2 (when present) is another ECG of the patient
 Views 0 and 1 are two views of one ECG; view 2, with the patient loss on and
@@ -34,12 +38,20 @@ EPS = 1e-6
 
 
 # ------------------------------------------------------------- one view [time, leads]
-def standardize(x: jax.Array) -> jax.Array:
-  """Per-lead zero mean and unit std of x: [time, leads] float32; a flat lead (std
-  below EPS: a dropped or absent lead) becomes zeros."""
-  mean = x.mean(axis=0, keepdims=True)
-  std = x.std(axis=0, keepdims=True)
-  return jnp.where(std > EPS, (x - mean) / jnp.maximum(std, EPS), 0.0)
+def standardize(x: jax.Array, valid: jax.Array | None = None) -> jax.Array:
+  """Per-lead zero mean and unit std of x: [time, leads] float32, over its first
+  `valid` samples (int scalar; None: all), the rest (zero padding of a short record)
+  left at zero; a flat lead (std below EPS: a dropped or absent lead) becomes zeros."""
+  if valid is None:
+    mean = x.mean(axis=0, keepdims=True)
+    std = x.std(axis=0, keepdims=True)
+    return jnp.where(std > EPS, (x - mean) / jnp.maximum(std, EPS), 0.0)
+  inside = (jnp.arange(x.shape[0]) < valid)[:, None]
+  count = jnp.maximum(jnp.minimum(valid, x.shape[0]), 1).astype(jnp.float32)
+  mean = jnp.where(inside, x, 0.0).sum(axis=0, keepdims=True) / count
+  var = jnp.where(inside, jnp.square(x - mean), 0.0).sum(axis=0, keepdims=True) / count
+  std = jnp.sqrt(var)
+  return jnp.where(inside & (std > EPS), (x - mean) / jnp.maximum(std, EPS), 0.0)
 
 
 def time_shift(key: jax.Array, x: jax.Array, max_shift: int) -> jax.Array:
@@ -109,12 +121,17 @@ def augment(key: jax.Array, x: jax.Array, config: ml_collections.ConfigDict,
   return lead_dropout(keys[4], x, config.lead_dropout)
 
 
-def random_mask(key: jax.Array, num_tokens: int,
-                mask_ratio: float) -> tuple[jax.Array, jax.Array]:
+def random_mask(key: jax.Array, num_tokens: int, mask_ratio: float,
+                valid: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
   """One MAE mask (MAE's argsort of uniform noise): (ids_keep [N - M], ids_masked [M])
-  int32, each sorted; M = masking.num_masked(N, mask_ratio)."""
+  int32, each sorted; M = masking.num_masked(N, mask_ratio). With `valid` [N] bool
+  (`masking.token_valid`), padding tokens are masked before any signal token, so the
+  encoder sees padding only when fewer than N - M tokens hold signal."""
   m = masking.num_masked(num_tokens, mask_ratio)
-  order = jnp.argsort(jax.random.uniform(key, (num_tokens,))).astype(jnp.int32)
+  noise = jax.random.uniform(key, (num_tokens,))
+  if valid is not None:
+    noise = jnp.where(valid, noise, noise - 1.0)
+  order = jnp.argsort(noise).astype(jnp.int32)
   return jnp.sort(order[m:]), jnp.sort(order[:m])
 
 
@@ -125,33 +142,47 @@ class ViewTransform:
   sampling_rate: float
   normalize: bool
   augment: ml_collections.ConfigDict | None  # None: no augmentation.
-  num_tokens: int
   mask_ratio: float
+  seq_len: int
+  patch_size: int
+  num_leads: int
+  token_layout: str
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> "ViewTransform":
     m = config.model
     return cls(sampling_rate=float(config.data.sampling_rate),
                normalize=config.data.normalize == "per_lead",
-               augment=config.data.augment,
-               num_tokens=masking.num_tokens(config.data.seq_len, m.patch_size,
-                                             m.num_leads, m.token_layout),
-               mask_ratio=config.mask_ratio)
+               augment=config.data.augment, mask_ratio=config.mask_ratio,
+               seq_len=config.data.seq_len, patch_size=m.patch_size,
+               num_leads=m.num_leads, token_layout=m.token_layout)
 
-  def view(self, key: jax.Array, x: jax.Array) -> jax.Array:
-    """A raw crop x: [time, leads] -> the standardised, augmented float32 view."""
+  @property
+  def num_tokens(self) -> int:
+    return masking.num_tokens(self.seq_len, self.patch_size, self.num_leads,
+                              self.token_layout)
+
+  def token_valid(self, valid: jax.Array) -> jax.Array:
+    """valid [...] samples of signal -> [..., num_tokens] bool (`masking.token_valid`)."""
+    return masking.token_valid(valid, self.seq_len, self.patch_size, self.num_leads,
+                               self.token_layout)
+
+  def view(self, key: jax.Array, x: jax.Array, valid: jax.Array) -> jax.Array:
+    """A raw crop x: [time, leads] whose first `valid` samples are signal -> the
+    standardised, augmented float32 view, zero after `valid`."""
     x = x.astype(jnp.float32)
     if self.normalize:
-      x = standardize(x)
+      x = standardize(x, valid)
     if self.augment is not None:
       x = augment(key, x, self.augment, self.sampling_rate)
-    return x
+    return jnp.where((jnp.arange(x.shape[0]) < valid)[:, None], x, 0.0)
 
-  def masked_view(self, key: jax.Array, x: jax.Array):
+  def masked_view(self, key: jax.Array, x: jax.Array, valid: jax.Array):
     """-> (view [time, leads], ids_keep [K], ids_masked [M])."""
     k_view, k_mask = jax.random.split(key)
-    return (self.view(k_view, x),
-            *random_mask(k_mask, self.num_tokens, self.mask_ratio))
+    return (self.view(k_view, x, valid),
+            *random_mask(k_mask, self.num_tokens, self.mask_ratio,
+                         self.token_valid(valid)))
 
 
 def example_keys(seed: int, step: jax.Array, batch_size: int) -> jax.Array:
@@ -160,11 +191,15 @@ def example_keys(seed: int, step: jax.Array, batch_size: int) -> jax.Array:
   return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(batch_size))
 
 
-def pretrain_views(transform: ViewTransform, keys: jax.Array, signals: jax.Array
-                   ) -> dict[str, jax.Array]:
-  """keys [batch], signals [batch, views, time, leads] raw crops -> signals,
-  ids_keep, ids_masked of the step's schema (module docstring)."""
+def pretrain_views(transform: ViewTransform, keys: jax.Array, signals: jax.Array,
+                   valid: jax.Array) -> dict[str, jax.Array]:
+  """keys [batch], signals [batch, views, time, leads] raw crops whose first valid
+  [batch, views] samples are signal -> signals, ids_keep, ids_masked, keep_valid,
+  masked_valid of the step's schema (module docstring)."""
   views = signals.shape[1]
   view_keys = jax.vmap(lambda k: jax.random.split(k, views))(keys)  # [batch, views]
-  x, keep, masked = jax.vmap(jax.vmap(transform.masked_view))(view_keys, signals)
-  return {"signals": x, "ids_keep": keep, "ids_masked": masked}
+  x, keep, masked = jax.vmap(jax.vmap(transform.masked_view))(view_keys, signals, valid)
+  tokens = transform.token_valid(valid)  # [batch, views, N]
+  return {"signals": x, "ids_keep": keep, "ids_masked": masked,
+          "keep_valid": jnp.take_along_axis(tokens, keep, axis=-1),
+          "masked_valid": jnp.take_along_axis(tokens, masked, axis=-1)}

@@ -90,29 +90,30 @@ def crop(ecg: np.ndarray, window: int, rng: np.random.Generator | None) -> np.nd
   """A window of a stored record, as stored (float16 mV): [time, leads] ->
   [window, leads], random (rng) or centred (rng=None); a shorter record is zero-padded
   at the end. Slicing only: the transforms that cost run on the device."""
-  out = np.empty((1, window, ecg.shape[1]), ecg.dtype)
-  _crop_into(out, [ecg], rng)
-  return out[0]
+  return _crops([ecg], window, rng)[0][0]
 
 
 def _crops(signals: list[np.ndarray], window: int,
-           rng: np.random.Generator | None) -> np.ndarray:
-  """[n] records -> [n, window, leads] crops, as stored (float16)."""
+           rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
+  """[n] records -> ([n, window, leads] crops as stored (float16), valid [n] int32)."""
   out = np.empty((len(signals), window, signals[0].shape[1]), signals[0].dtype)
-  _crop_into(out, signals, rng)
-  return out
+  return out, _crop_into(out, signals, rng)
 
 
 def _crop_into(out: np.ndarray, signals: list[np.ndarray],
-               rng: np.random.Generator | None) -> None:
+               rng: np.random.Generator | None) -> np.ndarray:
   """Writes crops of `signals` ([n] records, [time, leads]) into out [n, window,
-  leads]: one copy per crop, zeros only where a record is too short."""
+  leads]: one copy per crop, zeros only where a record is too short. Returns valid
+  [n] int32, the samples of each crop that are signal (the rest is padding)."""
   window = out.shape[1]
+  valid = np.empty(len(signals), np.int32)
   for k, ecg in enumerate(signals):
     start = crop_start(ecg.shape[0], window, rng)
     piece = ecg[start:start + window]
     out[k, :len(piece)] = piece
     out[k, len(piece):] = 0
+    valid[k] = len(piece)
+  return valid
 
 
 class PretrainCrops(grain.transforms.RandomMap):
@@ -120,7 +121,9 @@ class PretrainCrops(grain.transforms.RandomMap):
   crops of each ECG, plus one of another ECG of the same patient when the patient loss
   uses it).
 
-  Output (numpy): signals [b, views, seq_len, leads] float16 mV; patient [b] int32
+  Output (numpy): signals [b, views, seq_len, leads] float16 mV; valid [b, views]
+  int32, the samples of each crop that are signal (a shorter record is zero-padded at
+  the end); patient [b] int32
   (equal for ECGs of one patient); has_pair [b] bool (False: no other ECG of this
   patient, and view 2 is a third crop of the same ECG); position, pair_position [b]
   int64 (indices in the prepared source; pair_position is position without a pair
@@ -155,12 +158,13 @@ class PretrainCrops(grain.transforms.RandomMap):
     ecgs, pairs = signals[:len(indices)], iter(signals[len(indices):])
     out = np.empty((len(indices), self._views, self._seq_len, ecgs[0].shape[1]),
                    ecgs[0].dtype)
-    _crop_into(out[:, 0], ecgs, crop_rng)
-    _crop_into(out[:, 1], ecgs, crop_rng)
+    valid = np.empty((len(indices), self._views), np.int32)
+    valid[:, 0] = _crop_into(out[:, 0], ecgs, crop_rng)
+    valid[:, 1] = _crop_into(out[:, 1], ecgs, crop_rng)
     if self._views == 3:
-      _crop_into(out[:, 2], [next(pairs) if p else e for e, p in zip(ecgs, has_pair)],
-                 crop_rng)
-    return {"signals": out,
+      valid[:, 2] = _crop_into(
+          out[:, 2], [next(pairs) if p else e for e, p in zip(ecgs, has_pair)], crop_rng)
+    return {"signals": out, "valid": valid,
             "has_pair": has_pair,
             "patient": self._subset.patients.keys[indices],
             "position": self._subset.positions[indices],
@@ -168,8 +172,8 @@ class PretrainCrops(grain.transforms.RandomMap):
 
 
 class EvalView(grain.transforms.Map):
-  """A batch of subset indices -> their centred crops (float32 mV, unaugmented) with
-  labels [b, 5] float32, ecg_id, patient, fold and position.
+  """A batch of subset indices -> their centred crops (float32 mV, unaugmented) and
+  valid samples [b] with labels [b, 5] float32, ecg_id, patient, fold and position.
 
   lead_mask: optional [leads] 1/0 multiplying the view (see `pipeline.eval_lead_mask`).
   Standardisation happens on the device (`device.standardize`), after any robustness
@@ -183,11 +187,13 @@ class EvalView(grain.transforms.Map):
 
   def map(self, indices: np.ndarray) -> dict:
     indices = np.asarray(indices, np.int64)
-    view = _crops(self._subset.read(indices), self._seq_len, None).astype(np.float32)
+    view, valid = _crops(self._subset.read(indices), self._seq_len, None)
+    view = view.astype(np.float32)
     if self._lead_mask is not None:
       view = view * self._lead_mask
     return {
         "view": view,
+        "valid": valid,
         "labels": self._subset.index("labels", indices).astype(np.float32),
         "ecg_id": self._subset.index("ecg_id", indices),
         "patient": self._subset.patients.keys[indices],
@@ -200,7 +206,8 @@ class LabelledCrop(grain.transforms.RandomMap):
   """A batch of subset indices -> one raw crop each with its labels (supervised
   fine-tuning; the step standardises and augments them).
 
-  Output: view [b, seq_len, leads] float16 mV, labels [b, 5] float32, position [b].
+  Output: view [b, seq_len, leads] float16 mV, valid [b] int32 (samples of signal),
+  labels [b, 5] float32, position [b].
   """
 
   def __init__(self, subset: Subset, seq_len: int, random_crop: bool):
@@ -210,7 +217,8 @@ class LabelledCrop(grain.transforms.RandomMap):
 
   def random_map(self, indices: np.ndarray, rng: np.random.Generator) -> dict:
     indices = np.asarray(indices, np.int64)
-    return {"view": _crops(self._subset.read(indices), self._seq_len,
-                           rng if self._random_crop else None),
+    view, valid = _crops(self._subset.read(indices), self._seq_len,
+                         rng if self._random_crop else None)
+    return {"view": view, "valid": valid,
             "labels": self._subset.index("labels", indices).astype(np.float32),
             "position": self._subset.positions[indices]}

@@ -219,19 +219,32 @@ class CREMA(nn.Module):
       tokens = jnp.concatenate([cls.astype(tokens.dtype), tokens], axis=1)
     return self.encoder(tokens, train)
 
-  def pool_latent(self, latent: jnp.ndarray) -> jnp.ndarray:
-    """latent: [batch, (1 +) K, emb_dim] -> pooled [batch, emb_dim] float32."""
+  def pool_latent(self, latent: jnp.ndarray,
+                  keep_valid: jnp.ndarray | None = None) -> jnp.ndarray:
+    """latent: [batch, (1 +) K, emb_dim] -> pooled [batch, emb_dim] float32.
+
+    keep_valid: optional [batch, K] bool, False for a token of zero padding: the mean
+    leaves it out (a view with no valid token pools all of them).
+    """
     if self.pool == "cls":
       return latent[:, 0].astype(jnp.float32)
-    tokens = latent[:, 1:] if self.use_cls else latent
-    return tokens.astype(jnp.float32).mean(axis=1)
+    tokens = (latent[:, 1:] if self.use_cls else latent).astype(jnp.float32)
+    if keep_valid is None:
+      return tokens.mean(axis=1)
+    weight = jnp.where(keep_valid.any(axis=1, keepdims=True), keep_valid, True)
+    weight = weight.astype(jnp.float32)[..., None]
+    return (tokens * weight).sum(axis=1) / weight.sum(axis=1)
 
-  def embed(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+  def embed(self, x: jnp.ndarray, train: bool = False,
+            valid: jnp.ndarray | None = None) -> jnp.ndarray:
     """Features of whole, unmasked signals (for probing): x [batch, time, leads] ->
-    [batch, emb_dim] float32."""
+    [batch, emb_dim] float32. valid: optional [batch] samples of signal at the start
+    of each x (the rest is padding, left out of the pooling)."""
     ids = jnp.broadcast_to(jnp.arange(self.num_tokens, dtype=jnp.int32),
                            (x.shape[0], self.num_tokens))
-    return self.pool_latent(self.forward_encoder(x, ids, train))
+    keep_valid = None if valid is None else masking.token_valid(
+        valid, x.shape[1], self.patch_size, self.num_leads, self.token_layout)
+    return self.pool_latent(self.forward_encoder(x, ids, train), keep_valid)
 
   def project(self, pooled: jnp.ndarray) -> jnp.ndarray:
     """pooled: [batch, emb_dim] -> z: [batch, proj_dim] float32."""

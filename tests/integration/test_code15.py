@@ -1,7 +1,6 @@
 """CODE-15% and SaMi-Trop: exams.csv + HDF5 tracings (400 Hz, zero-padded to 4096)."""
 
 import json
-import math
 import pickle
 
 import h5py
@@ -34,9 +33,12 @@ def _padded(seconds: float) -> np.ndarray:
 
 
 def _write_hdf5(path, exam_ids, tracings):
+  """CODE-15%'s layout; SaMi-Trop's (`tracings` only) when exam_ids is None."""
+  tracings = np.stack(tracings)
   with h5py.File(path, "w") as f:
-    f.create_dataset("tracings", data=np.stack(tracings), chunks=(1, 4096, 12))
-    f.create_dataset("exam_id", data=np.asarray(exam_ids, np.int64))
+    f.create_dataset("tracings", data=tracings, chunks=(1, *tracings.shape[1:]))
+    if exam_ids is not None:
+      f.create_dataset("exam_id", data=np.asarray(exam_ids, np.int64))
 
 
 @pytest.fixture(name="code15_dir", scope="module")
@@ -117,17 +119,77 @@ def test_source_pickles_without_open_files(code15_dir):
   np.testing.assert_array_equal(copy.read("exams_part0.hdf5/0").ecg, first.ecg)
 
 
-def test_samitrop_without_patient_ids(tmp_path):
-  _write_hdf5(tmp_path / "exams.hdf5", [5, 6], [_padded(10), _padded(10)])
-  (tmp_path / "exams.csv").write_text("exam_id,age,is_male,normal_ecg,death,timey\n"
-                                      "5,61,False,False,True,1.5\n"
-                                      "6,70,True,True,False,2.0\n")
-  source = code15.HDF5Exams(tmp_path, name="samitrop")
-  assert source.keys() == ["exams.hdf5/0", "exams.hdf5/1"]
-  a, b = source.read("exams.hdf5/0"), source.read("exams.hdf5/1")
-  assert (a.patient_id, b.patient_id) == (5, 6)  # Each exam its own patient.
-  assert a.sex == records.SEX_FEMALE and math.isclose(a.age, 61)
-  assert json.loads(a.scp_codes) == {} and json.loads(b.scp_codes) == {"normal_ecg": 1.0}
+SAMITROP_CSV = ("exam_id,age,is_male,normal_ecg,death,timey\n"
+                "294669,61,False,False,True,1.5\n"
+                "5,70,True,True,False,2.0\n"
+                "1201,35,False,False,False,3.0\n")
+
+
+def test_samitrop_published_layout(tmp_path):
+  """exams.hdf5 holds `tracings` only: tracing i is the exam of exams.csv's row i (the
+  ids are not sorted, so matching by sorted id would pair the wrong rows)."""
+  _write_hdf5(tmp_path / "exams.hdf5", None,
+              [_padded(10) * (1 + row) for row in range(3)])
+  (tmp_path / "exams.csv").write_text(SAMITROP_CSV)
+  source = code15.HDF5Exams(tmp_path, name="samitrop", sampling_rate=400)
+  assert source.keys() == ["exams.hdf5/0", "exams.hdf5/1", "exams.hdf5/2"]
+  exams = [source.read(key) for key in source.keys()]
+  assert [r.ecg_id for r in exams] == [294669, 5, 1201]
+  assert [r.patient_id for r in exams] == [294669, 5, 1201]  # Each its own patient.
+  assert [r.age for r in exams] == [61.0, 70.0, 35.0]
+  for row, record in enumerate(exams):
+    np.testing.assert_allclose(record.ecg, _wave(10, 400) * (1 + row), rtol=1e-6)
+  assert exams[0].sex == records.SEX_FEMALE and exams[1].sex == records.SEX_MALE
+  assert exams[1].record_name == "exams.hdf5/5"
+  assert json.loads(exams[0].scp_codes) == {}
+  assert json.loads(exams[1].scp_codes) == {"normal_ecg": 1.0}
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  built = registry.build_source(ml_collections.ConfigDict({
+      "source": "samitrop", "raw_dir": str(tmp_path), "name": "samitrop",
+      "sampling_rate": 500, "min_seconds": 5.0}))
+  assert built.read("exams.hdf5/2").ecg_id == 1201
+
+
+def test_samitrop_rows_must_match_tracings(tmp_path):
+  _write_hdf5(tmp_path / "exams.hdf5", None, [_padded(10)] * 4)
+  (tmp_path / "exams.csv").write_text(SAMITROP_CSV)
+  with pytest.raises(records.SourceError, match="holds 4 tracings but .* has 3 rows"
+                     ) as e:
+    code15.HDF5Exams(tmp_path, name="samitrop")
+  assert str(tmp_path / "exams.hdf5") in str(e.value)
+  assert str(tmp_path / "exams.csv") in str(e.value)
+  # Without exam_id, only one file can be matched by row.
+  (tmp_path / "exams.hdf5").unlink()
+  for part in ("exams_part0.hdf5", "exams_part1.hdf5"):
+    _write_hdf5(tmp_path / part, None, [_padded(10)] * 3)
+  with pytest.raises(records.SourceError, match="'exam_id' missing; only a single"):
+    code15.HDF5Exams(tmp_path)
+
+
+@pytest.mark.parametrize("num_samples", [2048, 5000])
+def test_tracings_of_another_length_are_refused(tmp_path, num_samples):
+  tracing = np.zeros((num_samples, 12), np.float32)
+  tracing[10:10 + 400 * 5] = _wave(5, 400)  # A 5 s signal, as readable as any.
+  _write_hdf5(tmp_path / "exams_part0.hdf5", [1], [tracing])
+  (tmp_path / "exams.csv").write_text("exam_id,age,patient_id\n1,50,7\n")
+  with pytest.raises(records.RecordError, match=f"{num_samples} samples each") as e:
+    code15.HDF5Exams(tmp_path).read("exams_part0.hdf5/0")
+  assert e.value.path == f"{tmp_path / 'exams_part0.hdf5'} (row 0)"
+  assert f"(1, {num_samples}, 12)" in e.value.reason
+
+
+@pytest.mark.parametrize("table, message", [
+    ("exam_id,age,patient_id\n1,50,7\nx12,51,8\n", "'exam_id' .* e.g. 'x12'"),
+    ("exam_id,age,patient_id\n1,50,7\n2,51,p17\n", "'patient_id' .* e.g. 'p17'"),
+    ("exam_id,age,patient_id\n1,50,7\n2,51,3.5\n", "'patient_id' .* e.g. '3.5'"),
+    ("exam_id,age,patient_id\n", "has no rows"),
+], ids=["exam_id", "patient_id", "fractional_patient_id", "header_only"])
+def test_bad_exam_tables_are_source_errors(tmp_path, table, message):
+  _write_hdf5(tmp_path / "exams_part0.hdf5", [1, 2], [_padded(10)] * 2)
+  (tmp_path / "exams.csv").write_text(table)
+  with pytest.raises(records.SourceError, match=message) as e:
+    code15.HDF5Exams(tmp_path)
+  assert str(e.value).startswith(str(tmp_path / "exams.csv"))
 
 
 def test_folder_problems_are_source_errors(tmp_path):

@@ -45,7 +45,8 @@ def _write_hdf5_set(root, exam_ids, patient_ids=None):
   name = "exams.hdf5" if patient_ids is None else "exams_part0.hdf5"
   with h5py.File(root / name, "w") as f:
     f.create_dataset("tracings", data=tracings, chunks=(1, 4096, 12))
-    f.create_dataset("exam_id", data=np.asarray(exam_ids, np.int64))
+    if patient_ids is not None:  # SaMi-Trop's exams.hdf5 has no exam_id: row order.
+      f.create_dataset("exam_id", data=np.asarray(exam_ids, np.int64))
   if patient_ids is None:
     lines = ["exam_id,age,is_male,normal_ecg,death,timey"]
     lines += [f"{e},60,True,False,False,1.0" for e in exam_ids]

@@ -46,7 +46,66 @@ def test_reduced_leads(root):
   np.testing.assert_array_equal(record.ecg, full.ecg[:, [0, 6]])
 
 
-def test_without_a_12_lead_group(root):
+def _drop_channels(group, drop):
+  """Removes channels (definitions and samples) from a WaveformSequence item."""
+  data = np.frombuffer(group.WaveformData, np.int16).reshape(
+      group.NumberOfWaveformSamples, group.NumberOfWaveformChannels)
+  keep = [c for c in range(data.shape[1]) if c not in drop]
+  group.WaveformData = np.ascontiguousarray(data[:, keep]).tobytes()
+  group.ChannelDefinitionSequence = [group.ChannelDefinitionSequence[c] for c in keep]
+  group.NumberOfWaveformChannels = len(keep)
+
+
+def test_rhythm_without_a_lead_says_which(root):
+  """The MEDIAN BEAT group still has every lead, but is never taken instead."""
+  ds = pydicom.dcmread(REAL)
+  _drop_channels(ds.WaveformSequence[0], [11])  # RHYTHM without V6.
+  ds.save_as(root / "no_v6.dcm")
+  _drop_channels(ds.WaveformSequence[0], [0, 9])  # ... nor I and V4.
+  ds.save_as(root / "no_i_v4_v6.dcm")
+  source = dicom.DicomECG(root, min_seconds=1.0)
+  with pytest.raises(records.RecordError) as e:
+    source.read("no_v6.dcm")
+  assert e.value.path == str(root / "no_v6.dcm")
+  assert e.value.reason.startswith("rhythm group RHYTHM lacks lead(s) V6 (has I, II,")
+  with pytest.raises(records.RecordError, match=r"lacks lead\(s\) I, V4, V6 "):
+    source.read("no_i_v4_v6.dcm")
+  # The leads the rhythm has are enough for a reduced-lead config.
+  two = dicom.DicomECG(root, leads=("I", "II")).read("no_v6.dcm")
+  full = dicom.DicomECG(root).read("site/2013/ecg1.dcm")
+  np.testing.assert_array_equal(two.ecg, full.ecg[:, :2])
+
+
+@pytest.mark.parametrize("label, originality", [
+    ("MEDIAN BEAT", "DERIVED"), ("MEDIAN BEAT", "ORIGINAL"),
+    ("AVERAGE BEAT", "ORIGINAL"), ("", "DERIVED")])
+def test_a_beat_is_never_the_rhythm(root, label, originality):
+  """Only the 1.2 s beat group is left; with min_seconds 1 it would pass as an ECG."""
+  ds = pydicom.dcmread(REAL)
+  del ds.WaveformSequence[0]
+  beat = ds.WaveformSequence[0]
+  beat.WaveformOriginality = originality
+  if label:
+    beat.MultiplexGroupLabel = label
+  else:
+    del beat.MultiplexGroupLabel
+  ds.save_as(root / "beat.dcm")
+  with pytest.raises(records.RecordError, match="no rhythm waveform") as e:
+    dicom.DicomECG(root, min_seconds=1.0).read("beat.dcm")
+  assert e.value.path == str(root / "beat.dcm")
+  assert e.value.reason.endswith(f"only the beat group(s) {label or 'group 0'}")
+
+
+def test_a_derived_rhythm_is_read(root):
+  ds = pydicom.dcmread(REAL)
+  ds.WaveformSequence[0].WaveformOriginality = "DERIVED"  # E.g. a filtered rhythm.
+  ds.save_as(root / "derived.dcm")
+  source = dicom.DicomECG(root)
+  np.testing.assert_array_equal(source.read("derived.dcm").ecg,
+                                source.read("site/2013/ecg1.dcm").ecg)
+
+
+def test_unreadable_files(root):
   ds = pydicom.dcmread(REAL)
   for group in ds.WaveformSequence:  # V6 relabelled: no group holds all 12 leads.
     group.ChannelDefinitionSequence[11].ChannelSourceSequence[0].CodeMeaning = "Lead V7"
@@ -56,15 +115,12 @@ def test_without_a_12_lead_group(root):
   ds.save_as(root / "none.dcm")
   (root / "garbage.dcm").write_bytes(b"not a dicom file" * 20)
   source = dicom.DicomECG(root)
-  with pytest.raises(records.RecordError, match="no 12-lead waveform group") as e:
+  with pytest.raises(records.RecordError, match="RHYTHM lacks lead.s. V6"):
     source.read("eleven.dcm")
-  assert "RHYTHM" in e.value.reason and "MEDIAN BEAT" in e.value.reason
-  with pytest.raises(records.RecordError, match=r"groups: none"):
+  with pytest.raises(records.RecordError, match=r"rhythm waveform \(no waveform groups"):
     source.read("none.dcm")
   with pytest.raises(records.RecordError, match="not a readable DICOM"):
     source.read("garbage.dcm")
-  # The two leads still present are enough for a reduced-lead config.
-  assert dicom.DicomECG(root, leads=("I", "II")).read("eleven.dcm").ecg.shape == (5000, 2)
 
 
 def test_lead_names_and_ages():

@@ -63,7 +63,8 @@ def test_features_cover_each_record_of_the_folds_once(pretrained):
   assert out["features"].shape == (len(positions), config.model.emb_dim)
   # The same ECGs through the normalising eval pipeline and model.embed, unbatched.
   first = next(iter(pipeline.eval_dataset(pretrain, prepared, (9, 10), 3)))
-  direct = model.apply({"params": params}, features_lib.standardize_batch(first["view"]),
+  direct = model.apply({"params": params},
+                       features_lib.standardize_batch(first["view"], first["valid"]),
                        method=model.embed)
   np.testing.assert_allclose(out["features"][:3], direct, rtol=1e-4, atol=1e-5)
 

@@ -87,3 +87,18 @@ def test_bad_folders(tmp_path):
       f"subject_id,study_id,path\n1,2,{A}\n1,3,{A}\n")
   with pytest.raises(records.SourceError, match="more than once"):
     mimic_ecg.MimicIVECG(tmp_path)
+
+
+@pytest.mark.parametrize("subject_id, study_id, column, bad", [
+    ("p10000032", "40689238", "subject_id", "p10000032"),
+    ("10000032", "4068923.5", "study_id", "4068923.5"),
+    ("-10000032", "40689238", "subject_id", "-10000032"),
+], ids=["subject_id", "study_id", "negative"])
+def test_non_integer_ids_are_source_errors(tmp_path, subject_id, study_id, column,
+                                           bad):
+  (tmp_path / "record_list.csv").write_text(
+      f"subject_id,study_id,path\n10010058,43852530,{C}\n{subject_id},{study_id},{A}\n")
+  with pytest.raises(records.SourceError) as e:
+    mimic_ecg.MimicIVECG(tmp_path)
+  assert str(e.value).startswith(str(tmp_path / "record_list.csv"))
+  assert f"{column!r}" in str(e.value) and f"e.g. {bad!r}" in str(e.value)

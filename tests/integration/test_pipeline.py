@@ -26,6 +26,7 @@ def test_pretrain_batch_holds_raw_crops_of_the_views_the_objective_uses(demo_con
   assert batch["signals"].dtype == np.float16  # As stored: the step casts.
   assert batch["has_pair"].shape == (b,) and batch["has_pair"].dtype == bool
   assert batch["patient"].dtype == np.int32
+  np.testing.assert_array_equal(batch["valid"], t)  # 10 s records, 10 s crops: no padding.
   # Two random crops of one 10 s record of 10 s: the same samples, as stored (mV).
   record = prepared.data_source[int(batch["position"][0])]["ecg"]
   np.testing.assert_array_equal(batch["signals"][0, 0], record[:t])

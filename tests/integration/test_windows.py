@@ -22,11 +22,75 @@ def _mitdb(shared_data, tmp_path_factory):
   return root
 
 
+def _copy_100(shared_data, root, header=lambda text: text, samples=lambda data: data):
+  """MIT-BIH record 100 written into `root`, its header text and signal bytes passed
+  through `header` and `samples` (new, writable files)."""
+  source = shared_data / "mitdb"
+  (root / "100.hea").write_text(header((source / "100.hea").read_text()))
+  (root / "100.dat").write_bytes(samples((source / "100.dat").read_bytes()))
+
+
+def _skips(source) -> list[records.RecordError]:
+  """The errors of reading every key, one per entry of prepare's `skipped` list."""
+  errors = []
+  for key in source.keys():
+    try:
+      source.read(key)
+    except records.RecordError as e:
+      errors.append(e)
+  return errors
+
+
 def test_refused_for_12_lead_use(mitdb):
   source = windows.Windowed(wfdb_folder.WFDBFolder(mitdb, name="mitdb"), 10)
+  assert source.keys() == ["100"]  # Not 180 windows that all fail alike.
   with pytest.raises(records.RecordError, match="not a 12-lead ECG") as e:
-    source.read("100#w0")
+    source.read("100")
   assert "MLII" in e.value.reason and "aVR" in e.value.reason
+  with pytest.raises(records.RecordError, match="not a 12-lead ECG"):
+    source.read("100#w3")  # A window asked for by name fails the same way.
+
+
+def test_truncated_recording_is_one_skip(shared_data, tmp_path):
+  _copy_100(shared_data, tmp_path, samples=lambda data: data[:len(data) // 2])
+  source = windows.Windowed(wfdb_folder.WFDBFolder(tmp_path, **TWO_LEADS), 10)
+  assert source.keys() == ["100"]
+  (tmp_path / "100.dat").unlink()  # The error found when listing is the one reported.
+  (error,) = _skips(source)
+  assert error.path == str(tmp_path / "100.dat") and "truncated" in error.reason
+
+
+def test_a_bad_window_is_only_that_window(shared_data, tmp_path):
+  """The first 12 s flat (the first window, read when listing, fails on its samples):
+  the recording is still cut: window 0 is skipped, window 1 is read."""
+  # Format 212 packs a frame of 2 samples in 3 bytes; 1024 (the baseline) is 0 mV.
+  flat = b"\x00\x44\x00" * (12 * 360)
+  _copy_100(shared_data, tmp_path, samples=lambda data: flat + data[len(flat):])
+  source = windows.Windowed(wfdb_folder.WFDBFolder(tmp_path, **TWO_LEADS), 10)
+  assert len(source.keys()) == 180
+  with pytest.raises(records.RecordError, match="flat lead"):
+    source.read("100#w0")
+  assert source.read("100#w1").ecg.shape == (5000, 2)
+
+
+def test_rate_that_cannot_be_resampled_names_the_file(shared_data, tmp_path):
+  _copy_100(shared_data, tmp_path)
+  base = wfdb_folder.WFDBFolder(tmp_path, **TWO_LEADS)
+  listed_healthy = windows.Windowed(base, 10)
+  odd_rate = lambda text: text.replace("100 2 360 ", "100 2 359.9 ", 1)
+  _copy_100(shared_data, tmp_path, header=odd_rate)  # 359.9 -> 500 Hz: 5000/3599.
+  with pytest.raises(records.RecordError, match="cannot resample 359.9 Hz") as e:
+    listed_healthy.read("100#w3")
+  assert e.value.path == str(tmp_path / "100")
+  source = windows.Windowed(base, 10)
+  assert source.keys() == ["100"]
+  (error,) = _skips(source)
+  assert error.path == str(tmp_path / "100") and "359.9 Hz" in error.reason
+
+
+def test_windows_shorter_than_min_seconds_are_refused(mitdb):
+  with pytest.raises(ValueError, match="shorter than min_seconds"):
+    windows.Windowed(wfdb_folder.WFDBFolder(mitdb, min_seconds=5, **TWO_LEADS), 4)
 
 
 def test_reduced_lead_windows(mitdb):

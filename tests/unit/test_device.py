@@ -38,6 +38,9 @@ def test_crop_random_centred_and_padded():
   padded = views.crop(x[:30], 40, None)
   assert padded.shape == (40, 12) and padded.dtype == np.float16  # Sliced, not cast.
   np.testing.assert_array_equal(padded[30:], 0)
+  crops, valid = views._crops([x, x[:30], x[:40]], 40, None)  # pylint: disable=protected-access
+  np.testing.assert_array_equal(valid, [40, 30, 40])  # Samples of signal per crop.
+  np.testing.assert_array_equal(crops[1], padded)
 
 
 # ---------------------------------------------------------------- augmentations
@@ -110,6 +113,38 @@ def test_standardize_per_lead_and_flat_leads_are_zero():
   np.testing.assert_array_equal(y[:, 4], 0)
 
 
+def test_standardize_over_the_valid_samples_only():
+  x = _signal() * 3.0 + 2.0
+  x[3000:] = 0.0  # A 6 s record zero-padded to 10 s.
+  y = np.asarray(jax.jit(device.standardize)(x, 3000))
+  np.testing.assert_allclose(y[:3000], np.asarray(device.standardize(x[:3000])),
+                             atol=1e-5)
+  np.testing.assert_array_equal(y[3000:], 0)
+
+
+def test_padding_is_masked_first_and_flagged():
+  config = common.base_config("tiny", "hl")
+  transform = device.ViewTransform.from_config(config)
+  n, patch = transform.num_tokens, config.model.patch_size
+  valid = np.array([[5000, 3000], [5000, 600]], np.int32)  # Samples of signal.
+  signals = np.repeat(_signal()[None, None], 2, 0).repeat(2, 1)
+  signals[1, 1, 600:] = 0.0
+  out = jax.jit(lambda: device.pretrain_views(
+      transform, device.example_keys(0, 0, 2), signals.astype(np.float16), valid))()
+  tokens = masking.token_valid(valid, 5000, patch, 12, config.model.token_layout)
+  assert tokens[0, 0].all() and tokens[0, 1].sum() == n * 3000 // 5000
+  for b, v in [(0, 1), (1, 1)]:
+    keep, masked = np.asarray(out["ids_keep"][b, v]), np.asarray(out["ids_masked"][b, v])
+    np.testing.assert_array_equal(out["keep_valid"][b, v], tokens[b, v][keep])
+    np.testing.assert_array_equal(out["masked_valid"][b, v], tokens[b, v][masked])
+    assert np.asarray(out["signals"])[b, v, valid[b, v]:].max() == 0  # Still padding.
+  # 60% of signal: every visible token holds signal (25% of them are kept).
+  assert out["keep_valid"][0, 1].all()
+  # 12% of signal, under the 25% kept: all signal tokens visible, padding fills up.
+  assert out["keep_valid"][1, 1].sum() == tokens[1, 1].sum()
+  assert not out["masked_valid"][1, 1].any()
+
+
 # ------------------------------------------------------------------------ masks
 @pytest.mark.parametrize("n,ratio,m", [(40, 0.75, 30), (40, 0.0, 0), (10, 0.95, 9),
                                        (480, 0.5, 240), (3, 0.5, 2)])
@@ -139,7 +174,8 @@ def test_pretrain_views_follow_the_schema_and_the_keys():
   ecg = rng.standard_normal((4, 1, 5000, 12)).astype(np.float16)
   signals = np.repeat(ecg, 3, axis=1)  # The same crop in each of 3 views.
   make = jax.jit(lambda step: device.pretrain_views(
-      transform, device.example_keys(config.seed, step, 4), signals))
+      transform, device.example_keys(config.seed, step, 4), signals,
+      np.full((4, 3), 5000, np.int32)))
   out = make(7)
   n = transform.num_tokens
   k = n - masking.num_masked(n, config.mask_ratio)

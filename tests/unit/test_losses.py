@@ -78,6 +78,16 @@ def test_reconstruction_loss_small_case_by_hand():
                              (1 + 4 + 0 + 9) / 4)
 
 
+def test_reconstruction_loss_leaves_padding_patches_out():
+  pred, target = normal(2, 3, 4, seed=0), normal(2, 3, 4, seed=1)
+  valid = np.array([[True, False, True], [False, False, True]])
+  weighted = losses.masked_reconstruction_loss(pred, target, valid)
+  np.testing.assert_allclose(
+      weighted, np_reconstruction(pred[valid][None], target[valid][None]), rtol=1e-6)
+  none = losses.masked_reconstruction_loss(pred, target, np.zeros((2, 3), bool))
+  assert float(none) == 0.0
+
+
 def test_reconstruction_loss_without_masked_patches_is_zero():
   empty = np.zeros((4, 0, 6), np.float32)
   loss = losses.masked_reconstruction_loss(empty, empty)

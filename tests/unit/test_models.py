@@ -311,6 +311,17 @@ def test_embed_is_the_encoder_on_every_token():
   np.testing.assert_allclose(features, latent[:, 1:].mean(axis=1), rtol=1e-6, atol=1e-6)
 
 
+def test_mean_pool_leaves_padding_tokens_out():
+  model = small(use_cls=True)
+  latent = np.random.default_rng(0).normal(size=(2, 1 + 5, 32)).astype(np.float32)
+  keep_valid = np.array([[True, True, False, False, False], [False] * 5])
+  pooled = apply(model, fake_params(model), latent, keep_valid,
+                 method=models.CREMA.pool_latent)
+  np.testing.assert_allclose(pooled[0], latent[0, 1:3].mean(0), rtol=1e-6)
+  # No valid token (all padding): the plain mean rather than 0 / 0.
+  np.testing.assert_allclose(pooled[1], latent[1, 1:].mean(0), rtol=1e-6)
+
+
 def test_decoder_predictions_follow_ids_masked():
   """Reordering the masked ids reorders the predictions the same way."""
   model = small()

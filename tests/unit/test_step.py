@@ -43,14 +43,17 @@ def in_memory_batch(config: ml_collections.ConfigDict, seed: int = 0, *,
                     patients=None, has_pair=None) -> dict:
   """A host batch as the input pipeline yields it: raw crops `signals [B, V, T, L]`
   float16 (two crops of each ECG, the second a noisy copy of the first, then a crop of
-  another ECG of the same patient when the run uses pair views), patient, has_pair."""
+  another ECG of the same patient when the run uses pair views), valid (every sample),
+  patient, has_pair."""
   rng = np.random.default_rng(seed)
   t, leads = config.data.seq_len, config.model.num_leads
   ecg = rng.standard_normal((BATCH, 1, t, leads))
   crops = [ecg, ecg + 0.1 * rng.standard_normal(ecg.shape)]
   if views.num_views(config) == 3:
     crops.append(rng.standard_normal(ecg.shape))
-  return {"signals": np.concatenate(crops, axis=1).astype(np.float16),
+  signals = np.concatenate(crops, axis=1).astype(np.float16)
+  return {"signals": signals,
+          "valid": np.full(signals.shape[:2], t, np.int32),
           "patient": np.arange(BATCH, dtype=np.int32) if patients is None
                      else np.asarray(patients, np.int32),
           "has_pair": np.ones(BATCH, bool) if has_pair is None
@@ -62,7 +65,7 @@ def step_inputs(config: ml_collections.ConfigDict, batch: dict) -> dict:
   augmentation), in the schema of `crema_jax.input.device`."""
   transform = dataclasses.replace(device.ViewTransform.from_config(config), augment=None)
   keys = device.example_keys(0, 0, BATCH)
-  return {**device.pretrain_views(transform, keys, batch["signals"]),
+  return {**device.pretrain_views(transform, keys, batch["signals"], batch["valid"]),
           "patient": batch["patient"], "has_pair": batch["has_pair"]}
 
 

@@ -4,9 +4,14 @@ hospital systems export them.
 A file holds a `WaveformSequence` of multiplex groups (typically "RHYTHM", 10 s, and
 "MEDIAN BEAT", ~1 s); each group has one channel per lead, named by its
 `ChannelSourceSequence` code ("Lead I (Einthoven)", SCP-ECG code 5.6.3-9-1, ...), with
-a sensitivity and units. The reader takes the longest group that holds every wanted
-lead, lets pydicom apply sensitivity, correction and baseline, converts the units to
-mV and resamples. Patient id, age and sex come from the DICOM patient module.
+a sensitivity and units. Only rhythm groups are read: a group is a beat, never the
+rhythm, when its Multiplex Group Label names one ("MEDIAN BEAT", "AVERAGE BEAT",
+"REPRESENTATIVE", ...: the label is free text, the standard does not fix it) or when its
+Waveform Originality is DERIVED (the standard's mark of waveforms computed from others,
+as median beats are) unless its label says RHYTHM. The reader takes the longest rhythm
+group that holds every wanted lead, lets pydicom apply sensitivity, correction and
+baseline, converts the units to mV and resamples. Patient id, age and sex come from the
+DICOM patient module.
 """
 
 from __future__ import annotations
@@ -29,6 +34,19 @@ from crema_jax.data import signal
 SCPECG_LEADS = {"1": "I", "2": "II", "61": "III", "62": "aVR", "63": "aVL", "64": "aVF",
                 "3": "V1", "4": "V2", "5": "V3", "6": "V4", "7": "V5", "8": "V6"}
 UNITS_TO_MV = {"uv": 1e-3, "mv": 1.0, "v": 1e3}
+# Words of Multiplex Group Labels that name a (median, average, ...) beat.
+BEAT_LABEL = re.compile(r"\b(BEATS?|MEDIANS?|AVERAGED?|REPRESENTATIVE|TEMPLATE)\b",
+                        re.IGNORECASE)
+
+
+def is_beat_group(group) -> bool:
+  """Whether a WaveformSequence item holds a representative beat rather than a rhythm:
+  its label names a beat, or it is DERIVED and its label does not say RHYTHM."""
+  label = str(group.get("MultiplexGroupLabel") or "")
+  if BEAT_LABEL.search(label):
+    return True
+  derived = str(group.get("WaveformOriginality", "")).strip().upper() == "DERIVED"
+  return derived and "RHYTHM" not in label.upper()
 
 
 def channel_lead(channel) -> str | None:
@@ -90,25 +108,36 @@ class DicomECG(base.FolderReader):
     return list(self._keys)
 
   def _group(self, ds, path: str) -> tuple[int, list[int]]:
-    """(index of the longest waveform group holding every wanted lead, channel of each
-    wanted lead in it)."""
-    best, found = None, []
-    for index, group in enumerate(ds.get("WaveformSequence") or []):
+    """(index of the longest rhythm group holding every wanted lead, channel of each
+    wanted lead in it); RecordError saying which leads the rhythm groups lack, or that
+    there is no rhythm group."""
+    best, beats, lacking = None, [], []
+    groups = ds.get("WaveformSequence") or []
+    for index, group in enumerate(groups):
+      label = str(group.get("MultiplexGroupLabel") or f"group {index}")
+      if is_beat_group(group):
+        beats.append(label)
+        continue
       channels = {}
       for c, channel in enumerate(group.get("ChannelDefinitionSequence") or []):
         lead = channel_lead(channel)
         if lead is not None:
           channels.setdefault(lead, c)
-      found.append(f"{group.get('MultiplexGroupLabel', index)}: "
-                   f"{', '.join(channels) or 'no leads'}")
-      if all(lead in channels for lead in self.leads):
-        length = int(group.get("NumberOfWaveformSamples", 0))
-        if best is None or length > best[0]:
-          best = (length, index, [channels[lead] for lead in self.leads])
+      missing = [lead for lead in self.leads if lead not in channels]
+      if missing:
+        lacking.append(f"rhythm group {label} lacks lead(s) {', '.join(missing)} (has "
+                       f"{', '.join(channels) or 'no leads'})")
+        continue
+      length = int(group.get("NumberOfWaveformSamples", 0))
+      if best is None or length > best[0]:
+        best = (length, index, [channels[lead] for lead in self.leads])
     if best is None:
-      wanted = "12-lead" if self.leads == records.LEADS else "/".join(self.leads)
-      raise records.RecordError(path, f"no {wanted} waveform group (groups: "
-                                f"{'; '.join(found) or 'none'})")
+      if lacking:
+        raise records.RecordError(path, "; ".join(lacking))
+      if not groups:
+        raise records.RecordError(path, "no rhythm waveform (no waveform groups)")
+      raise records.RecordError(path, "no rhythm waveform, only the beat group(s) "
+                                f"{', '.join(beats)}")
     return best[1], best[2]
 
   def read(self, key: str) -> records.Record:

@@ -42,12 +42,15 @@ class MimicIVECG(base.FolderReader):
 
   @staticmethod
   def _read_record_list(path: pathlib.Path) -> pd.DataFrame:
-    """record_list.csv indexed by its record path (POSIX, no extension)."""
+    """record_list.csv indexed by its record path (POSIX, no extension), with int64
+    subject_id and study_id."""
     table = base.read_table(path, REQUIRED_COLUMNS, dtype={"path": str},
                             missing_hint=f"is {path.parent} a MIMIC-IV-ECG folder?")
     table = table.dropna(subset=list(REQUIRED_COLUMNS))
     if table.empty:
       raise records.SourceError(f"{path} has no rows")
+    for column in ("subject_id", "study_id"):
+      table[column] = _integer_ids(table, column, path)
     table["path"] = [p.strip().replace("\\", "/").removesuffix(".hea")
                      for p in table["path"]]
     duplicated = table["path"][table["path"].duplicated()]
@@ -61,18 +64,25 @@ class MimicIVECG(base.FolderReader):
 
   def read(self, key: str) -> records.Record:
     row = self.table.loc[key]
-    ids = {}
-    for column in ("subject_id", "study_id"):
-      value = float(row[column])
-      if not value.is_integer() or value < 0:
-        raise records.RecordError(f"{self.root / RECORD_LIST} ({key})",
-                                  f"{column} {row[column]!r} is not an integer")
-      ids[column] = int(value)
     path = self.root / key
     wave = wfdb_io.read_record(path, self.sampling_rate)
     ecg = records.check_signal(wave.ecg, str(path), self.sampling_rate,
                                self.min_seconds)
     return records.Record(
         ecg=ecg.astype(np.float32), sampling_rate=self.sampling_rate,
-        ecg_id=ids["study_id"], patient_id=ids["subject_id"], source=self.name,
-        record_name=key)
+        ecg_id=int(row["study_id"]), patient_id=int(row["subject_id"]),
+        source=self.name, record_name=key)
+
+
+def _integer_ids(table: pd.DataFrame, column: str, path: pathlib.Path) -> np.ndarray:
+  """[rows] int64 `table[column]` (no blanks); SourceError naming `path`, the column and
+  an example when a value is not a non-negative integer."""
+  values = table[column]
+  numbers = pd.to_numeric(values, errors="coerce")
+  bad = values[~(numbers.notna() & (numbers % 1 == 0) & (numbers >= 0)
+                 & (numbers < 2**63))]
+  if len(bad):
+    raise records.SourceError(
+        f"{path}: column {column!r} has {len(bad)} value(s) that are not non-negative "
+        f"integers, e.g. {str(bad.iloc[0])!r}")
+  return numbers.to_numpy(np.int64)
