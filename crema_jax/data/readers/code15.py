@@ -40,6 +40,8 @@ RATE = 400
 NUM_SAMPLES = 4096
 LABEL_COLUMNS = ("1dAVb", "RBBB", "LBBB", "SB", "ST", "AF", "normal_ecg")
 SUPERCLASS_OF_LABEL = {"1dAVb": "CD", "RBBB": "CD", "LBBB": "CD", "normal_ecg": "NORM"}
+# What h5py raises on a damaged file (bad signature, B-tree, heap or chunk).
+HDF5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)
 
 
 def _truth(value) -> bool | None:
@@ -52,6 +54,15 @@ def _truth(value) -> bool | None:
   if text in ("false", "0", "0.0", "f", "no"):
     return False
   return None
+
+
+def check_columns_aligned(table: pd.DataFrame, path) -> None:
+  """SourceError naming `path` when pandas took the first column as the index: the
+  first data row has more fields than the header, so every column would shift."""
+  if not table.index.equals(pd.RangeIndex(len(table))):
+    raise records.SourceError(
+        f"{path}: the first row has more fields than the header's "
+        f"{len(table.columns)} column names: the columns do not line up")
 
 
 def integer_ids(table: pd.DataFrame, column: str, path) -> pd.Series:
@@ -130,7 +141,7 @@ class HDF5Exams(base.FolderReader):
         missing_hint=f"is {path.parent} a CODE-15% or SaMi-Trop folder?")
     if table.empty:
       raise records.SourceError(f"{path} has no rows")
-    table = table.reset_index(drop=True)
+    check_columns_aligned(table, path)
     for column in ("exam_id", "patient_id"):
       if column in table.columns:
         table[column] = integer_ids(table, column, path)
@@ -158,13 +169,16 @@ class HDF5Exams(base.FolderReader):
           raise records.SourceError(f"{file}: dataset 'tracings' missing")
         shape = f["tracings"].shape
         exam_ids = f["exam_id"][()] if "exam_id" in f else None
-    except OSError as e:
+    except HDF5_ERRORS as e:
       raise records.SourceError(f"{file} does not open as HDF5: {e}") from e
     if len(shape) != 3 or shape[2] != len(records.LEADS):
       raise records.SourceError(f"{file}: tracings {shape} do not match "
                                 f"[N, time, {len(records.LEADS)}]")
     if exam_ids is None:
       return self._row_keys(file, shape[0])
+    if exam_ids.ndim != 1 or not np.issubdtype(exam_ids.dtype, np.integer):
+      raise records.SourceError(f"{file}: exam_id {exam_ids.shape} {exam_ids.dtype} is "
+                                "not a [N] array of integer ids")
     if shape[0] != len(exam_ids):
       raise records.SourceError(f"{file}: tracings {shape} and exam_id "
                                 f"({len(exam_ids)},) do not match [N, ...] and [N]")
@@ -197,14 +211,18 @@ class HDF5Exams(base.FolderReader):
     file_name, row = key.rsplit("/", 1)
     row = int(row)
     path = f"{self.root / file_name} (row {row})"
-    f = self._file(file_name)
-    exam_id, csv_row = self._exam(f, file_name, row, path)
-    tracings = f["tracings"]
-    if tracings.shape[1] != NUM_SAMPLES:
-      raise records.RecordError(
-          path, f"tracings {tracings.shape} hold {tracings.shape[1]} samples each; the "
-          f"published tracings are {NUM_SAMPLES} (zero-padded, {RATE} Hz)")
-    tracing = np.asarray(tracings[row], np.float32)  # One [4096, 12] slice only.
+    try:
+      f = self._file(file_name)
+      exam_id, csv_row = self._exam(f, file_name, row, path)
+      tracings = f["tracings"]
+      if tracings.shape[1] != NUM_SAMPLES:
+        raise records.RecordError(
+            path, f"tracings {tracings.shape} hold {tracings.shape[1]} samples each; "
+            f"the published tracings are {NUM_SAMPLES} (zero-padded, {RATE} Hz)")
+      tracing = np.asarray(tracings[row], np.float32)  # One [4096, 12] slice only.
+    except HDF5_ERRORS as e:
+      raise records.RecordError(path, f"does not read as HDF5: {type(e).__name__}: "
+                                f"{e}") from e
     ecg = strip_padding(tracing)
     if not len(ecg):
       raise records.RecordError(path, f"exam_id {exam_id}: the tracing is all zeros "

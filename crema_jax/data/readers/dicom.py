@@ -23,7 +23,6 @@ from typing import Sequence
 
 import numpy as np
 import pydicom
-import pydicom.errors
 
 from crema_jax.data.readers import base
 from crema_jax.data.readers import wfdb_folder
@@ -72,6 +71,20 @@ def _units_to_mv(channel, path: str) -> float:
   if unit not in UNITS_TO_MV:
     raise records.RecordError(path, f"unknown channel unit {unit!r}")
   return UNITS_TO_MV[unit]
+
+
+def _check_size(group, index: int, path: str) -> None:
+  """RecordError unless the group's WaveformData holds the samples its header declares
+  (pydicom would read the first ones of a longer buffer as the whole waveform)."""
+  samples = int(group.NumberOfWaveformSamples)
+  channels = int(group.NumberOfWaveformChannels)
+  bits = int(group.WaveformBitsAllocated)
+  expected = samples * channels * bits // 8
+  size = len(group.WaveformData)
+  if size != expected + expected % 2:  # Values are padded to an even length.
+    raise records.RecordError(
+        path, f"waveform group {index} holds {size} bytes of samples; its {samples} "
+        f"samples x {channels} channels of {bits} bits need {expected}")
 
 
 def _age(text) -> float:
@@ -144,11 +157,29 @@ class DicomECG(base.FolderReader):
     path = str(self.root / key)
     try:
       ds = pydicom.dcmread(path)
-    except (pydicom.errors.InvalidDicomError, OSError, EOFError) as e:
+    except Exception as e:  # pylint: disable=broad-except
+      # InvalidDicomError, EOFError, OSError, struct.error, ... on damaged files.
       raise records.RecordError(path, f"not a readable DICOM file: {e}") from e
+    try:
+      return self._read(ds, path, key)
+    except records.RecordError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      # pydicom converts an element's value when it is first used: a damaged one
+      # fails there, with whatever its conversion raises.
+      raise records.RecordError(path, f"does not decode as a DICOM ECG: "
+                                f"{type(e).__name__}: {e}") from e
+
+  def _read(self, ds, path: str, key: str) -> records.Record:
     index, channels = self._group(ds, path)
     group = ds.WaveformSequence[index]
-    rate = float(group.get("SamplingFrequency") or 0)
+    frequency = group.get("SamplingFrequency")
+    try:
+      rate = float(frequency or 0)
+    except (TypeError, ValueError):
+      raise records.RecordError(path, f"waveform group {index} has sampling frequency "
+                                f"{frequency!r}, not a number") from None
+    _check_size(group, index, path)
     try:
       wave = ds.waveform_array(index)  # Sensitivity, correction and baseline applied.
     except Exception as e:  # pylint: disable=broad-except

@@ -46,6 +46,11 @@ class MimicIVECG(base.FolderReader):
     subject_id and study_id."""
     table = base.read_table(path, REQUIRED_COLUMNS, dtype={"path": str},
                             missing_hint=f"is {path.parent} a MIMIC-IV-ECG folder?")
+    if not table.index.equals(pd.RangeIndex(len(table))):
+      # pandas took the first column as the index: every column would shift.
+      raise records.SourceError(
+          f"{path}: the first row has more fields than the header's "
+          f"{len(table.columns)} column names: the columns do not line up")
     table = table.dropna(subset=list(REQUIRED_COLUMNS))
     if table.empty:
       raise records.SourceError(f"{path} has no rows")
