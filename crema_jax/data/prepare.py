@@ -84,6 +84,10 @@ def _write_shard(task: tuple[int, int, list[str], str]) -> tuple[int, int]:
       # Checked as stored; to_example() makes the same float16 cast.
       records.stored_signal(record.ecg, _record_path(record, key), _MAX_AMPLITUDE_MV,
                             leads)
+      # Inside the try: a field the stored dtypes cannot hold (an id beyond int64) is
+      # this record's problem, not the shard's.
+      serialized = features.serialize_example(record.to_example())
+      row = storage.index_row(record)
     except records.RecordError as e:
       skipped.append({"key": key, "path": e.path, "reason": e.reason})
       continue
@@ -99,8 +103,8 @@ def _write_shard(task: tuple[int, int, list[str], str]) -> tuple[int, int]:
       matches.append({"key": key, **match})
       if match["excluded"]:
         continue
-    writer.write(features.serialize_example(record.to_example()))
-    rows.append(storage.index_row(record))
+    writer.write(serialized)
+    rows.append(row)
   writer.close()
   os.replace(tmp, path)
   _write_json_atomic(out_dir / _PROGRESS_DIR / f"shard-{shard:05d}.json",
