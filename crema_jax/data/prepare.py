@@ -81,12 +81,12 @@ def _write_shard(task: tuple[int, int, list[str], str]) -> tuple[int, int]:
   for key in keys:
     try:
       record = _SOURCE.read(key)
-      # Checked as stored; to_example() makes the same float16 cast.
-      records.stored_signal(record.ecg, _record_path(record, key), _MAX_AMPLITUDE_MV,
-                            leads)
+      # Checked as stored (float16), and stored as checked.
+      stored = records.stored_signal(record.ecg, _record_path(record, key),
+                                     _MAX_AMPLITUDE_MV, leads)
       # Inside the try: a field the stored dtypes cannot hold (an id beyond int64) is
       # this record's problem, not the shard's.
-      serialized = features.serialize_example(record.to_example())
+      serialized = features.serialize_example(record.to_example(stored))
       row = storage.index_row(record)
     except records.RecordError as e:
       skipped.append({"key": key, "path": e.path, "reason": e.reason})

@@ -75,10 +75,11 @@ class Record:
   subclasses: str = ""
   notes: tuple[str, ...] = ()
 
-  def to_example(self) -> dict:
-    """The dict stored in the ArrayRecord shards (float16 signal, fixed dtypes)."""
+  def to_example(self, ecg16: np.ndarray | None = None) -> dict:
+    """The dict stored in the ArrayRecord shards (float16 signal, fixed dtypes);
+    `ecg16`: the signal already cast (`stored_signal`)."""
     return {
-        "ecg": self.ecg.astype(np.float16),
+        "ecg": self.ecg.astype(np.float16) if ecg16 is None else ecg16,
         "sampling_rate": np.int32(self.sampling_rate),
         "ecg_id": np.int64(self.ecg_id),
         "patient_id": np.int64(self.patient_id),
@@ -110,8 +111,9 @@ def check_signal(ecg: np.ndarray, path: str, sampling_rate: float,
   wrong.
 
   Refuses (SignalError) a wrong shape or lead count, NaN/inf samples, any flat lead
-  (peak-to-peak below `flat_mv` millivolts) and records shorter than `min_seconds`. `leads` names the
-  columns (the 12 standard leads unless a reduced-lead config asks for fewer).
+  (peak-to-peak below `flat_mv` millivolts) and records shorter than `min_seconds`.
+  `leads` names the columns (the 12 standard leads unless a reduced-lead config asks
+  for fewer).
   """
   ecg = np.asarray(ecg)
   if ecg.ndim != 2:
@@ -124,7 +126,7 @@ def check_signal(ecg: np.ndarray, path: str, sampling_rate: float,
   if not np.all(np.isfinite(ecg)):
     bad = [leads[i] for i in np.flatnonzero(~np.all(np.isfinite(ecg), axis=0))]
     raise SignalError(path, f"NaN or inf samples in lead(s) {', '.join(bad)}")
-  ptp = np.ptp(ecg, axis=0)
+  ptp = np.ptp(np.asfortranarray(ecg), axis=0)  # Per lead: ~6x faster column-major.
   if np.any(ptp < flat_mv):
     flat = [leads[i] for i in np.flatnonzero(ptp < flat_mv)]
     raise SignalError(path, f"flat lead(s) {', '.join(flat)}")
@@ -143,15 +145,17 @@ def stored_signal(ecg: np.ndarray, path: str, max_amplitude_mv: float = MAX_AMPL
   gain of 1 instead of 1000 spans ~780 mV; units of V read as mV) is refused, naming
   the lead and the value: physiological ECGs stay within a few mV.
   """
-  stored = np.asarray(ecg).astype(np.float16)
+  with np.errstate(over="ignore"):  # An overflow becomes inf, refused just below.
+    stored = np.asarray(ecg).astype(np.float16)
   finite = np.isfinite(stored).all(axis=0)
   if not finite.all():
     bad = [leads[i] for i in np.flatnonzero(~finite)]
     raise RecordError(path, f"lead(s) {', '.join(bad)} not finite as stored float16 "
                       "(values beyond 65,504 mV: a unit or gain error?)")
-  peak = np.abs(stored).max(axis=0).astype(np.float32)
+  peak = np.abs(np.asfortranarray(stored).astype(np.float32)).max(axis=0)
   if max_amplitude_mv > 0 and (peak > max_amplitude_mv).any():
-    bad = [f"{leads[i]} {peak[i]:.4g} mV" for i in np.flatnonzero(peak > max_amplitude_mv)]
+    bad = [f"{leads[i]} {peak[i]:.4g} mV"
+           for i in np.flatnonzero(peak > max_amplitude_mv)]
     raise RecordError(path, f"amplitude beyond {max_amplitude_mv:g} mV in lead(s) "
                       f"{', '.join(bad)}: not physiological (a gain or unit error?); "
                       "data.max_amplitude_mv sets the limit")

@@ -108,9 +108,10 @@ def test_unknown_codes_are_kept_and_reported(root):
 
 
 def test_missing_mat_is_a_record_error(root):
-  with pytest.raises(records.RecordError, match="signal file is missing") as e:
+  with pytest.raises(records.RecordError,
+                     match=r"signal file \S+E00002.mat is missing") as e:
     cinc.CinC(root).read("georgia/g1/E00002")
-  assert e.value.path.endswith("E00002.mat")
+  assert e.value.path.endswith("E00002.hea")  # The header naming the missing file.
 
 
 def test_mat_that_disagrees_with_header(root, tmp_path):
@@ -155,3 +156,61 @@ def test_long_records_cut_into_windows(root):
   np.testing.assert_allclose(w2.ecg, whole.ecg[10000:15000], atol=1e-3)
   assert w2.patient_id == whole.patient_id and w2.ecg_id != whole.ecg_id
   assert w2.scp_codes == whole.scp_codes  # Every window keeps the record's labels.
+
+
+def test_matlab4_files_as_the_challenge_ships_them(tmp_path):
+  """The Challenge's `.mat` files are MATLAB 4 ('16+24': int16 samples after a 24-byte
+  matrix header), read here like a format-16 file; the same as scipy reads them."""
+  x = write_challenge_record(tmp_path / "v4", "A1", 500, 10, ["Dx: 426783006"])
+  write_challenge_record(tmp_path / "v5", "A1", 500, 10, ["Dx: 426783006"])
+  val = scipy.io.loadmat(tmp_path / "v4" / "A1.mat")["val"]
+  scipy.io.savemat(tmp_path / "v4" / "A1.mat", {"val": val}, format="4")
+  assert (tmp_path / "v4" / "A1.mat").stat().st_size == 24 + val.size * 2
+  source = cinc.CinC(tmp_path)
+  v4, v5 = source.read("v4/A1"), source.read("v5/A1")
+  np.testing.assert_array_equal(v4.ecg, v5.ecg)
+  np.testing.assert_allclose(v4.ecg, x, atol=1e-3)
+  # The span of a MATLAB 4 file reads only its frames.
+  np.testing.assert_array_equal(source.read_span("v4/A1", 2.0, 8.0).ecg,
+                                v4.ecg[1000:4000])
+
+
+def test_matlab4_file_that_is_not_what_the_header_says(tmp_path):
+  write_challenge_record(tmp_path / "x", "A1", 500, 10, ["Dx: 426783006"])
+  val = scipy.io.loadmat(tmp_path / "x" / "A1.mat")["val"]
+  scipy.io.savemat(tmp_path / "x" / "A1.mat", {"val": val[:11].astype(np.float64)},
+                   format="4")
+  with pytest.raises(records.RecordError,
+                     match=r"not the MATLAB 4 int16 \[12 x 5000\]"):
+    cinc.CinC(tmp_path).read("x/A1")
+
+
+@pytest.mark.parametrize("old,new,reason", [
+    (" 12 500 5000 ", " 12 500Hz 5000 ", "sampling rate '500Hz' is not a positive"),
+    ("16+24 1000/mV", "16+24 0/mV", "gain 0: uncalibrated"),
+    ("16+24 1000/mV", "16+24 1000/mmHg", "is in 'mmHg', not V, mV or uV"),
+], ids=["rate", "gain", "units"])
+def test_damaged_challenge_header(tmp_path, old, new, reason):
+  write_challenge_record(tmp_path / "x", "A1", 500, 10, ["Dx: 426783006"])
+  hea = tmp_path / "x" / "A1.hea"
+  hea.write_text(hea.read_text().replace(old, new))
+  with pytest.raises(records.RecordError) as info:
+    cinc.CinC(tmp_path).read("x/A1")
+  assert info.value.path == str(hea) and reason in info.value.reason
+
+
+def test_header_without_sample_count(tmp_path):
+  """MATLAB 4: the length follows from the file size; MATLAB 5: refused, as its size
+  does not tell (and reading it to find out could hold a long recording whole)."""
+  write_challenge_record(tmp_path / "x", "A1", 500, 10, ["Dx: 426783006"])
+  hea = tmp_path / "x" / "A1.hea"
+  first, *rest = hea.read_text().splitlines()
+  assert first == "A1 12 500 5000 05-Feb-2020 11:39:16"
+  hea.write_text("\n".join(["A1 12 500"] + rest) + "\n")
+  with pytest.raises(records.RecordError, match="no sample count") as info:
+    cinc.CinC(tmp_path).read("x/A1")
+  assert info.value.path == str(hea)
+  val = scipy.io.loadmat(tmp_path / "x" / "A1.mat")["val"]
+  scipy.io.savemat(tmp_path / "x" / "A1.mat", {"val": val}, format="4")
+  assert cinc.CinC(tmp_path).duration("x/A1") == 10.0
+  assert cinc.CinC(tmp_path).read("x/A1").ecg.shape == (5000, 12)

@@ -10,6 +10,7 @@ import pytest
 import wfdb
 
 from crema_jax.data.readers import ptbxl
+from crema_jax.data.readers import wfdb_io
 from crema_jax.data import records
 
 PTBXL_LEADS = ["I", "II", "III", "AVR", "AVL", "AVF",
@@ -214,7 +215,9 @@ def test_truncated_dat(root):
 def test_missing_dat(root):
   (root / (_hr(8) + ".dat")).unlink()
   error = _read_error(root, 8)
-  assert error.path.endswith("00008_hr.dat") and "missing" in error.reason
+  # The record's header names the file that is missing.
+  assert error.path.endswith("00008_hr.hea")
+  assert "00008_hr.dat is missing" in error.reason
   error = _read_error(root, 2)  # No waveform written at all.
   assert error.path.endswith("00002_hr.hea") and "missing" in error.reason
 
@@ -246,9 +249,54 @@ def test_wrong_lead_count(root):
   assert "not a 12-lead ECG" in error.reason and "missing lead(s) V6" in error.reason
 
 
-def test_too_short(root):
-  _write(root, _hr(8), _wave(8, 500, seconds=2.0), 500)
-  assert _read_error(root, 8).reason == "too short: 2.00 s < 5 s"
+@pytest.mark.parametrize("rate,filename,header_rate,seconds,found", [
+    # A 10 s, 500 Hz signal under a 250 Hz header would read as 20 s at half speed.
+    (500, _hr, 250, 20.0, "250 Hz over 5000 samples"),
+    (500, _hr, 500, 2.0, "500 Hz over 1000 samples"),
+    (500, _hr, 500, 12.0, "500 Hz over 6000 samples"),
+    (100, _lr, 500, 2.0, "500 Hz over 1000 samples"),
+    (100, _lr, 100, 9.0, "100 Hz over 900 samples"),
+], ids=["500-at-250", "500-short", "500-long", "100-at-500", "100-short"])
+def test_rate_or_length_not_as_published(root, rate, filename, header_rate, seconds,
+                                         found):
+  _write(root, filename(8), _wave(8, header_rate, seconds), header_rate)
+  with pytest.raises(records.RecordError) as info:
+    ptbxl.PTBXL(root, sampling_rate=rate).read("8")
+  assert info.value.path == str(root / filename(8)) + ".hea"
+  published = {500: "PTB-XL records500/ is published at 500 Hz, 5000 samples (10 s)",
+               100: "PTB-XL records100/ is published at 100 Hz, 1000 samples (10 s)"}
+  assert info.value.reason == f"header says {found}; {published[rate]}"
+
+
+def test_resampled_rates_check_the_500_hz_records(root):
+  _write(root, _hr(8), _wave(8, 250, 20.0), 250)
+  with pytest.raises(records.RecordError, match="records500/ is published at 500 Hz"):
+    ptbxl.PTBXL(root, sampling_rate=250).read("8")
+
+
+def test_header_rate_that_does_not_parse(root):
+  hea = root / (_hr(8) + ".hea")
+  hea.write_text(hea.read_text().replace("12 500 5000", "12 5OO 5000", 1))
+  error = _read_error(root, 8)
+  assert error.path == str(hea) and "sampling rate '5OO'" in error.reason
+
+
+def test_signal_equals_wfdb_rdrecord(root, monkeypatch):
+  """The header is parsed once (here, not by wfdb) and the signal read with numpy; the
+  values are wfdb's physical signal exactly."""
+  path = root / _hr(8)
+  header = wfdb_io.read_header(path)
+  expected = wfdb.rdrecord(str(path)).p_signal
+  np.testing.assert_array_equal(wfdb_io.read_physical(header, range(12)), expected)
+  parsed = []
+  read_header = wfdb_io.read_header
+  monkeypatch.setattr(wfdb_io, "read_header",
+                      lambda p: (parsed.append(p), read_header(p))[1])
+  for name in ("rdheader", "rdrecord", "rdsamp"):
+    monkeypatch.setattr(wfdb, name, lambda *a, **k: pytest.fail("wfdb read the record"))
+  record = ptbxl.PTBXL(root).read("8")
+  assert parsed == [path]
+  np.testing.assert_array_equal(record.ecg, expected.astype(np.float32))
 
 
 def test_malformed_scp_codes(root):

@@ -1,8 +1,9 @@
-"""What every folder reader shares: its checked constructor fields and CSV tables that
-fail with the file's name."""
+"""What every folder reader shares: its checked constructor fields, the fixed format a
+dataset publishes its records in, and CSV tables that fail with the file's name."""
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 from typing import Sequence
 
@@ -12,31 +13,69 @@ from crema_jax.data import records
 from crema_jax.data import signal
 
 
+@dataclasses.dataclass(frozen=True)
+class PublishedFormat:
+  """The one sampling rate and length at which a dataset publishes its records (e.g.
+  PTB-XL's records500/: 500 Hz, 5000 samples). A header that says otherwise describes
+  another recording, or a damaged one: read as it says, a 500 Hz signal labelled
+  250 Hz would become an ECG twice as long at half speed.
+
+  Attributes:
+    rate: Hz.
+    samples: per lead.
+    where: the records it applies to, for messages (e.g. "PTB-XL records500/").
+  """
+
+  rate: float
+  samples: int
+  where: str
+
+  def check(self, path: str, rate: float, samples: int) -> None:
+    """RecordError naming `path` unless `rate` (Hz) and `samples` are the published
+    ones."""
+    if rate != self.rate or samples != self.samples:
+      raise records.RecordError(
+          path, f"header says {rate:g} Hz over {samples} samples; {self.where} "
+          f"is published at {self.rate:g} Hz, {self.samples} samples "
+          f"({self.samples / self.rate:g} s)")
+
+
 class FolderReader:
   """The fields every reader of a downloaded folder holds, checked once.
 
   Attributes:
     root: the folder (SourceError when it is not one).
     name: the dataset name written into records.
-    sampling_rate: the target rate (ValueError when `native_rate` cannot be resampled
-      to it).
+    sampling_rate: the target rate (ValueError when `native_rate`, default the
+      published rate, cannot be resampled to it).
     min_seconds: shorter records are refused.
     leads: for formats that name their leads, the ones to read (standard names;
       ValueError otherwise); None for the 12-lead-only formats.
+    published: the fixed rate and length of the records read, for datasets that
+      publish one (`check_published`); None where rates and lengths vary.
   """
 
   def __init__(self, root: str | pathlib.Path, *, name: str, sampling_rate: int,
                min_seconds: float, kind: str = "folder", native_rate: int | None = None,
-               leads: Sequence[str] | None = None):
+               leads: Sequence[str] | None = None,
+               published: PublishedFormat | None = None):
     self.root = pathlib.Path(root)
     if not self.root.is_dir():
       raise records.SourceError(f"{self.root}: {kind} not found")
-    signal.resample_factors(native_rate or sampling_rate, sampling_rate)
+    signal.resample_factors(native_rate or (published.rate if published else None)
+                            or sampling_rate, sampling_rate)
     self.name = name
     self.sampling_rate = sampling_rate
     self.min_seconds = min_seconds
     if leads is not None:
       self.leads = records.check_leads(leads)
+    self.published = published
+
+  def check_published(self, path: str, rate: float, samples: int) -> None:
+    """RecordError naming `path` when a record's header `rate` (Hz) or `samples`
+    differ from `published` (no check without one)."""
+    if self.published is not None:
+      self.published.check(path, rate, samples)
 
 
 def read_table(path: str | pathlib.Path, required: Sequence[str] = (), *,
@@ -51,8 +90,33 @@ def read_table(path: str | pathlib.Path, required: Sequence[str] = (), *,
     table = pd.read_csv(path, **read_csv_kwargs)
   except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
     raise records.SourceError(f"{path} does not parse as CSV: {e}") from e
+  if "index_col" not in read_csv_kwargs and not table.index.equals(
+      pd.RangeIndex(len(table))):
+    # pandas took the first column as the index: every column would shift.
+    raise records.SourceError(
+        f"{path}: the first row has more fields than the header's "
+        f"{len(table.columns)} column names: the columns do not line up")
   missing = [c for c in required if c not in table.columns]
   if missing:
     raise records.SourceError(f"{path}: column(s) {', '.join(map(repr, missing))} "
                               "missing")
   return table
+
+
+def integer_ids(table: pd.DataFrame, column: str, path) -> pd.Series:
+  """`table[column]` as nullable Int64 ids, blank cells <NA>.
+
+  Raises:
+    SourceError: naming `path`, the column and an example when a non-blank cell is not
+      a non-negative integer that int64 holds.
+  """
+  values = table[column]
+  numbers = pd.to_numeric(values, errors="coerce")
+  blank = values.isna() | (values.astype(str).str.strip() == "")
+  valid = numbers.notna() & (numbers % 1 == 0) & (numbers >= 0) & (numbers < 2**63)
+  bad = values[~blank & ~valid]
+  if len(bad):
+    raise records.SourceError(
+        f"{path}: column {column!r} has {len(bad)} value(s) that are not non-negative "
+        f"integers, e.g. {str(bad.iloc[0])!r}")
+  return numbers.astype("Int64")

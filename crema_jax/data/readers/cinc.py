@@ -9,9 +9,12 @@ Ningbo, each a folder tree of WFDB headers with MATLAB signal files:
               # Sex: Male
               # Dx: 59118001,164889003                        (SNOMED-CT codes)
   A0001.mat   {'val': int16 [leads, time]}; physical = (val - baseline) / gain
+              (MATLAB 4 as published: '16+24' in the header skips its matrix header)
 
 Rates run from 257 Hz (INCART, 30-minute records: wrap the reader in
-`windows.Windowed`) to 1000 Hz (PTB); all are resampled to the target rate.
+`windows.Windowed`) to 1000 Hz (PTB); all are resampled to the target rate. So no rate
+or length is imposed, but the header checks of `wfdb_io` apply: a rate, gain or count
+that does not parse, gain 0, units other than V/mV/uV are RecordErrors.
 
 Labels. Every Dx code is kept as a source label in `scp_codes` ({"164889003": 1.0}).
 The superclasses take only codes whose PTB-XL counterpart is a diagnostic statement of
@@ -30,10 +33,7 @@ import functools
 import pathlib
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
-import scipy.io
-import wfdb
 
 from crema_jax.data.readers import wfdb_folder
 from crema_jax.data.readers import wfdb_io
@@ -73,29 +73,6 @@ def classify(codes: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
   return sorted(classes), [table.at[c, "abbreviation"] for c in known], unknown
 
 
-def read_mat(path: pathlib.Path, header: wfdb.Record, header_file: str) -> np.ndarray:
-  """[time, channels] physical values from a Challenge `.mat` file (key `val`)."""
-  if not path.is_file():
-    raise records.RecordError(str(path), "signal file is missing")
-  try:
-    val = scipy.io.loadmat(str(path), variable_names=["val"]).get("val")
-  except Exception as e:  # pylint: disable=broad-except
-    raise records.RecordError(str(path), f"does not read as a MATLAB file: {e}") from e
-  if val is None or val.ndim != 2:
-    raise records.RecordError(str(path), "no 2-D array 'val'")
-  if val.shape[0] != header.n_sig and val.shape[1] == header.n_sig:
-    val = val.T  # [time, leads] as some converters write it.
-  if val.shape[0] != header.n_sig:
-    raise records.RecordError(str(path), f"'val' has shape {val.shape}; {header_file} "
-                              f"declares {header.n_sig} leads")
-  if header.sig_len and val.shape[1] != header.sig_len:
-    raise records.RecordError(str(path), f"'val' has {val.shape[1]} samples; "
-                              f"{header_file} declares {header.sig_len}")
-  gain = np.array([g or 200.0 for g in header.adc_gain], np.float64)[:, None]
-  baseline = np.array(header.baseline or [0] * header.n_sig, np.float64)[:, None]
-  return ((val.astype(np.float64) - baseline) / gain).T
-
-
 class CinC(wfdb_folder.WFDBFolder):
   """A PhysioNet/CinC 2020-2021 folder (any of its sets, or all) as a `records.Source`.
 
@@ -117,26 +94,10 @@ class CinC(wfdb_folder.WFDBFolder):
 
   def read(self, key: str, span: tuple[float, float] | None = None) -> records.Record:
     path = self.root / key
-    header_file = str(path.with_name(path.name + ".hea"))
-    header = wfdb_io.read_header(path)
-    order = wfdb_io.lead_order(header, header_file, self.leads)
-    files = set(header.file_name or [])
-    if len(files) == 1 and next(iter(files)).lower().endswith(".mat"):
-      p_signal = read_mat(path.parent / next(iter(files)), header, header_file)
-      cut = None
-      if span is not None:  # Resample only the span (and a margin), then cut.
-        read_from, read_to, cut = wfdb_io.span_samples(header, span,
-                                                       self.sampling_rate, header_file)
-        p_signal = p_signal[read_from:read_to]
-      ecg = wfdb_io.standardize(p_signal, header, order, header_file,
-                                self.sampling_rate)
-      if cut is not None:
-        ecg = ecg[cut[0]:cut[1]]
-    else:  # Some sets ship .dat files.
-      ecg = wfdb_io.read_record(path, self.sampling_rate, self.leads, span=span).ecg
-    ecg = records.check_signal(ecg, header_file, self.sampling_rate, self.min_seconds,
-                               leads=self.leads)
-    fields = wfdb_folder.header_fields(header.comments or [])
+    wave = wfdb_io.read_record(path, self.sampling_rate, self.leads, span=span)
+    ecg = records.check_signal(wave.ecg, str(path.with_name(path.name + ".hea")),
+                               self.sampling_rate, self.min_seconds, leads=self.leads)
+    fields = wfdb_folder.header_fields(wave.comments)
     codes = parse_dx(fields.get("dx"))
     classes, abbreviations, unknown = classify(codes)
     return records.Record(

@@ -56,34 +56,6 @@ def _truth(value) -> bool | None:
   return None
 
 
-def check_columns_aligned(table: pd.DataFrame, path) -> None:
-  """SourceError naming `path` when pandas took the first column as the index: the
-  first data row has more fields than the header, so every column would shift."""
-  if not table.index.equals(pd.RangeIndex(len(table))):
-    raise records.SourceError(
-        f"{path}: the first row has more fields than the header's "
-        f"{len(table.columns)} column names: the columns do not line up")
-
-
-def integer_ids(table: pd.DataFrame, column: str, path) -> pd.Series:
-  """`table[column]` as nullable Int64 ids, blank cells <NA>.
-
-  Raises:
-    SourceError: naming `path`, the column and an example when a non-blank cell is not
-      a non-negative integer.
-  """
-  values = table[column]
-  numbers = pd.to_numeric(values, errors="coerce")
-  blank = values.isna() | (values.astype(str).str.strip() == "")
-  valid = numbers.notna() & (numbers % 1 == 0) & (numbers >= 0) & (numbers < 2**63)
-  bad = values[~blank & ~valid]
-  if len(bad):
-    raise records.SourceError(
-        f"{path}: column {column!r} has {len(bad)} value(s) that are not non-negative "
-        f"integers, e.g. {str(bad.iloc[0])!r}")
-  return numbers.astype("Int64")
-
-
 def strip_padding(tracing: np.ndarray) -> np.ndarray:
   """[4096, 12] with zero rows around the signal -> [time, 12], the rows from the first
   to the last one with any non-zero lead. Returns a [0, 12] array for a padding-only
@@ -141,10 +113,9 @@ class HDF5Exams(base.FolderReader):
         missing_hint=f"is {path.parent} a CODE-15% or SaMi-Trop folder?")
     if table.empty:
       raise records.SourceError(f"{path} has no rows")
-    check_columns_aligned(table, path)
     for column in ("exam_id", "patient_id"):
       if column in table.columns:
-        table[column] = integer_ids(table, column, path)
+        table[column] = base.integer_ids(table, column, path)
     exam_ids = table["exam_id"].dropna()
     duplicated = exam_ids[exam_ids.duplicated()]
     if len(duplicated):

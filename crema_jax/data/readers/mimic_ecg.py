@@ -46,16 +46,11 @@ class MimicIVECG(base.FolderReader):
     subject_id and study_id."""
     table = base.read_table(path, REQUIRED_COLUMNS, dtype={"path": str},
                             missing_hint=f"is {path.parent} a MIMIC-IV-ECG folder?")
-    if not table.index.equals(pd.RangeIndex(len(table))):
-      # pandas took the first column as the index: every column would shift.
-      raise records.SourceError(
-          f"{path}: the first row has more fields than the header's "
-          f"{len(table.columns)} column names: the columns do not line up")
     table = table.dropna(subset=list(REQUIRED_COLUMNS))
     if table.empty:
       raise records.SourceError(f"{path} has no rows")
     for column in ("subject_id", "study_id"):
-      table[column] = _integer_ids(table, column, path)
+      table[column] = base.integer_ids(table, column, path).astype(np.int64)
     table["path"] = [p.strip().replace("\\", "/").removesuffix(".hea")
                      for p in table["path"]]
     duplicated = table["path"][table["path"].duplicated()]
@@ -77,17 +72,3 @@ class MimicIVECG(base.FolderReader):
         ecg=ecg.astype(np.float32), sampling_rate=self.sampling_rate,
         ecg_id=int(row["study_id"]), patient_id=int(row["subject_id"]),
         source=self.name, record_name=key)
-
-
-def _integer_ids(table: pd.DataFrame, column: str, path: pathlib.Path) -> np.ndarray:
-  """[rows] int64 `table[column]` (no blanks); SourceError naming `path`, the column and
-  an example when a value is not a non-negative integer."""
-  values = table[column]
-  numbers = pd.to_numeric(values, errors="coerce")
-  bad = values[~(numbers.notna() & (numbers % 1 == 0) & (numbers >= 0)
-                 & (numbers < 2**63))]
-  if len(bad):
-    raise records.SourceError(
-        f"{path}: column {column!r} has {len(bad)} value(s) that are not non-negative "
-        f"integers, e.g. {str(bad.iloc[0])!r}")
-  return numbers.to_numpy(np.int64)

@@ -148,9 +148,8 @@ class WFDBFolder(base.FolderReader):
     return stable_id(f"{self.name}:{key}")
 
   def duration(self, key: str) -> float:
-    """Seconds of the record, from its header alone."""
-    header = wfdb_io.read_header(self.root / key)
-    return (header.sig_len or 0) / header.fs
+    """Seconds of the record, from its header (or its signal file's size) alone."""
+    return wfdb_io.read_header(self.root / key).duration
 
   def read_span(self, key: str, start: float, stop: float) -> records.Record:
     """The record cut to [start, stop) seconds, reading only that part of the file."""
