@@ -11,7 +11,8 @@ Shards are written by `data.prepare_workers` processes, each streaming its recor
 interruption only writes the missing shards, and a corpus writes each source's shards
 once. Records that cannot be read are skipped and listed, with the reason, in
 `manifest.json`, and so are records whose stored (float16) signal is not finite or
-reaches beyond `data.max_amplitude_mv` (a gain or unit error); with a PTB-XL reference (`data.leakage.ptbxl_dir`) records matching
+reaches beyond `data.max_amplitude_mv` (a gain or unit error); with a PTB-XL
+reference (`data.leakage.ptbxl_dir`) records matching
 PTB-XL evaluation ECGs are excluded and counted there too (see `leakage`).
 """
 
@@ -39,7 +40,7 @@ from crema_jax.data.readers import registry
 from crema_jax.data import records
 from crema_jax.data import storage
 
-_PROGRESS_DIR = "_progress"
+_PROGRESS_DIR = storage.PROGRESS_DIR
 _LEAKAGE_DIR = "_leakage"
 # The reader, the leakage matcher and the amplitude limit, set once per worker process.
 _SOURCE: records.Source | None = None
@@ -54,8 +55,11 @@ def _init_worker(source: records.Source, exclusion: leakage.Exclusion | None = N
 
 
 def _record_path(record: records.Record, key: str) -> str:
+  """The record's file, for messages: under the reader's root when it has one."""
   root = getattr(_SOURCE, "root", None)
-  return str(pathlib.Path(root) / record.record_name) if root and record.record_name else key
+  if root and record.record_name:
+    return str(pathlib.Path(root) / record.record_name)
+  return key
 
 
 def _num_leads(source: records.Source) -> int:
@@ -363,8 +367,8 @@ def verify_from_config(data_config: ml_collections.ConfigDict) -> dict[str, list
     damaged = storage.verify_shards(data_config.data_dir, name)
     out_dir = storage.dataset_dir(data_config.data_dir, name)
     for item in damaged:
-      shard = int(pathlib.Path(item["shard"]).name.split("-")[-3])
-      (out_dir / _PROGRESS_DIR / f"shard-{shard:05d}.json").unlink(missing_ok=True)
+      (out_dir / _PROGRESS_DIR / f"shard-{item['index']:05d}.json").unlink(
+          missing_ok=True)
     report[name] = damaged
   return report
 

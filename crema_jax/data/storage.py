@@ -37,6 +37,7 @@ FORMAT = 2  # 2: `ecg` stored as raw float16 bytes (1: a TFDS float_list).
 # ~17% of the disk on the demo's float16 signals but reads 2.3x and writes 4x slower
 # (benchmarks/input_pipeline.py), and the reader is what must keep up with the devices.
 SHARD_OPTIONS = "group_size:1,uncompressed"
+PROGRESS_DIR = "_progress"  # prepare's settings and per-shard markers (resume).
 SPLIT = "full"  # TFDS reserves "all" for the union of splits.
 FILENAME_TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
 INDEX_FIELDS = ("ecg_id", "patient_id", "fold", "labels", "age", "sex", "num_samples")
@@ -176,11 +177,34 @@ def _check_shards(paths: Sequence[pathlib.Path], lengths: Sequence[int] | None) 
                               f"{lengths[i]}")
 
 
+def _read_decoded(shards, keys: Sequence[int], num_leads: int,
+                  shard_of) -> list[np.ndarray]:
+  """One batched read of `keys` from an ArrayRecord source, each decoded
+  (`decode_ecg`); a damaged record raises CorruptShardError naming `shard_of(key)`
+  (ArrayRecord's own error names a byte, not a file)."""
+  try:
+    serialized = shards.__getitems__(list(keys))
+  except Exception as error:  # pylint: disable=broad-except
+    for k in keys:  # Which record.
+      try:
+        shards[k]
+      except Exception as e:  # pylint: disable=broad-except
+        raise CorruptShardError(shard_of(k), f"record {k}: {e}") from e
+    raise error
+  out = []
+  for k, data in zip(keys, serialized):
+    try:
+      out.append(decode_ecg(data, num_leads))
+    except ValueError as e:
+      raise CorruptShardError(shard_of(k), f"record {k}: {e}") from e
+  return out
+
+
 def verify_shards(data_dir: str | pathlib.Path, name: str,
                   batch: int = 256) -> list[dict]:
   """Opens every shard of a prepared source and reads (and decodes) each of its
-  records once; returns [{"shard", "problem"}] for the damaged ones (empty: all
-  sound). Works when the source no longer opens as a whole."""
+  records once; returns [{"shard", "index", "problem"}] for the damaged ones (empty:
+  all sound). Works when the source no longer opens as a whole."""
   path = dataset_dir(data_dir, name)
   manifest = json.loads((path / "manifest.json").read_text())
   num_leads = _stored_leads(path, manifest)
@@ -191,24 +215,13 @@ def verify_shards(data_dir: str | pathlib.Path, name: str,
       _check_shards([shard], [length])
       source = array_record_data_source.ArrayRecordDataSource([str(shard)])
       for start in range(0, length, batch):
-        keys = list(range(start, min(start + batch, length)))
-        try:
-          serialized = source.__getitems__(keys)
-        except Exception:  # pylint: disable=broad-except
-          serialized = []
-          for k in keys:  # Which record.
-            try:
-              serialized.append(source[k])
-            except Exception as e:  # pylint: disable=broad-except
-              raise CorruptShardError(shard, f"record {k}: {e}") from e
-        for k, data in zip(keys, serialized):
-          try:
-            if not np.isfinite(decode_ecg(data, num_leads)).all():
-              raise ValueError("non-finite samples")
-          except ValueError as e:
-            raise CorruptShardError(shard, f"record {k}: {e}") from e
+        keys = range(start, min(start + batch, length))
+        signals = _read_decoded(source, keys, num_leads, lambda _: shard)
+        for k, signal in zip(keys, signals):
+          if not np.isfinite(signal).all():
+            raise CorruptShardError(shard, f"record {k}: non-finite samples")
     except CorruptShardError as e:
-      damaged.append({"shard": str(shard), "problem": e.problem})
+      damaged.append({"shard": str(shard), "index": i, "problem": e.problem})
   return damaged
 
 
@@ -217,7 +230,7 @@ def prepared_format(path: pathlib.Path, manifest: dict) -> int:
   have it only in prepare's settings; none at all: format 1)."""
   if "format" in manifest:
     return manifest["format"]
-  settings = path / "_progress" / "settings.json"
+  settings = path / PROGRESS_DIR / "settings.json"
   return json.loads(settings.read_text()).get("format", 1) if settings.is_file() else 1
 
 
@@ -318,30 +331,12 @@ class PreparedSource:
         for k, signal in zip(where, self.members[m].read_signals(member_positions)):
           out[k] = signal
       return out
-    try:
-      serialized = self._shards.__getitems__([int(p) for p in positions])
-    except Exception as e:  # pylint: disable=broad-except
-      # ArrayRecord names the byte, not the file: find the damaged shard.
-      raise self._read_error(positions, e) from e
-    out = []
-    for p, s in zip(positions, serialized):
-      try:
-        out.append(decode_ecg(s, self._num_leads))
-      except ValueError as e:
-        raise CorruptShardError(self.shard_of(p), f"record {int(p)}: {e}") from e
-    return out
+    return _read_decoded(self._shards, [int(p) for p in positions], self._num_leads,
+                         self.shard_of)
 
   def shard_of(self, position: int) -> pathlib.Path:
     """The shard file holding `position`."""
     return self.shard_paths[int(np.searchsorted(self._shard_starts, position, "right")) - 1]
-
-  def _read_error(self, positions, error: Exception) -> Exception:
-    for p in positions:
-      try:
-        self._shards[int(p)]
-      except Exception as e:  # pylint: disable=broad-except
-        return CorruptShardError(self.shard_of(p), f"record {int(p)}: {e}")
-    return error
 
 
 def fold_positions(prepared: PreparedSource, folds: Sequence[int]) -> np.ndarray:
