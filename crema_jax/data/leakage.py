@@ -301,16 +301,25 @@ def pretraining_overlap(data_config, test_folds: Sequence[int] = (10,)) -> dict:
 
 def check_pretraining_data(data_config, test_folds: Sequence[int] = (10,),
                            allow: bool = False) -> dict:
-  """`pretraining_overlap`, raising LeakageError on overlap unless `allow`."""
+  """`pretraining_overlap`, raising LeakageError unless `allow` when the pretraining
+  data holds test-fold ECGs ("overlap") or holds a source nobody checked against
+  PTB-XL ("unchecked": a CinC 2021 corpus prepared without `data.leakage.ptbxl_dir`
+  holds every PTB-XL ECG as an `HR*` record)."""
   report = pretraining_overlap(data_config, test_folds)
+  where = f"{data_config.data_dir}/{data_config.name}"
   if report["status"] == "overlap" and not allow:
-    where = ", ".join(f"{n} from {s}" for s, n in report["overlap"].items())
+    found = ", ".join(f"{n} from {s}" for s, n in report["overlap"].items())
     raise LeakageError(
-        f"the pretraining data of {data_config.data_dir}/{data_config.name} holds "
-        f"PTB-XL test-fold {report['test_folds']} ECGs ({where}): probing it on those "
-        "folds would score ECGs the encoder saw. Prepare the corpus with "
-        "data.leakage.ptbxl_dir set (and the test folds in exclude_folds), or pass "
-        "allow=True to probe anyway")
+        f"the pretraining data of {where} holds PTB-XL test-fold "
+        f"{report['test_folds']} ECGs ({found}): probing it on those folds would score "
+        "ECGs the encoder saw. Prepare the corpus with data.leakage.ptbxl_dir set (and "
+        "the test folds in exclude_folds), or pass allow=True to probe anyway")
+  if report["status"] == "unchecked" and not allow:
+    raise LeakageError(
+        f"the pretraining data of {where} holds source(s) {report['unchecked']} that "
+        "were never checked against PTB-XL: they may hold copies of its test-fold ECGs "
+        "(CinC 2021 holds all of PTB-XL). Prepare them with data.leakage.ptbxl_dir set, "
+        "or pass allow=True (allow_test_overlap) to probe anyway")
   return report
 
 

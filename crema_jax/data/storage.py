@@ -8,8 +8,9 @@ A prepared source lives in `{data_dir}/{name}/{VERSION}/`, a TFDS dataset direct
   data_dir=data_dir, split="full")` and `tfds.builder_from_directory` read it (no
   TensorFlow needed).
 - `index.npz`: per-example metadata aligned with the data source order (ecg_id,
-  patient_id, fold, labels, age, sex, num_samples), so folds, patients and labels can be
-  selected without decoding a single waveform.
+  patient_id, fold, labels, age, sex, num_samples, scp_codes), so folds, patients and
+  labels (the evaluation's label sets come from scp_codes) can be selected without
+  decoding a single waveform.
 - `manifest.json`: counts, label counts, leads, the records skipped and why, the
   records excluded by the leakage guard.
 A prepared corpus is a folder holding only a `manifest.json` of `"kind": "corpus"`
@@ -32,7 +33,9 @@ from tensorflow_datasets.proto import tf_example_pb2
 from crema_jax.data import records
 
 VERSION = "1.0.0"
-FORMAT = 2  # 2: `ecg` stored as raw float16 bytes (1: a TFDS float_list).
+# 3: index.npz holds each record's scp_codes; 2: `ecg` stored as raw float16 bytes (1: a
+# TFDS float_list).
+FORMAT = 3
 # One record per chunk (random access), uncompressed: ArrayRecord's default brotli saves
 # ~17% of the disk on the demo's float16 signals but reads 2.3x and writes 4x slower
 # (benchmarks/input_pipeline.py), and the reader is what must keep up with the devices.
@@ -40,7 +43,8 @@ SHARD_OPTIONS = "group_size:1,uncompressed"
 PROGRESS_DIR = "_progress"  # prepare's settings and per-shard markers (resume).
 SPLIT = "full"  # TFDS reserves "all" for the union of splits.
 FILENAME_TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
-INDEX_FIELDS = ("ecg_id", "patient_id", "fold", "labels", "age", "sex", "num_samples")
+INDEX_FIELDS = ("ecg_id", "patient_id", "fold", "labels", "age", "sex", "num_samples",
+                "scp_codes")
 
 
 
@@ -100,13 +104,14 @@ def index_row(record: records.Record) -> dict:
       "age": float(record.age),
       "sex": int(record.sex),
       "num_samples": int(record.ecg.shape[0]),
+      "scp_codes": record.scp_codes,
   }
 
 
 def index_arrays(rows: list[dict]) -> dict[str, np.ndarray]:
   dtypes = {"ecg_id": np.int64, "patient_id": np.int64, "fold": np.int32,
             "labels": np.uint8, "age": np.float32, "sex": np.int32,
-            "num_samples": np.int32}
+            "num_samples": np.int32, "scp_codes": np.str_}
   out = {}
   for field, dtype in dtypes.items():
     values = [row[field] for row in rows]

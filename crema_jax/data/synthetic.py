@@ -13,6 +13,29 @@ hum. The superclasses change morphology as their names say:
   STTC  ST depression and T-wave inversion,
   CD    a wide QRS with a terminal deflection (right or left bundle-branch-block-like),
   HYP   tall R waves towards V5-V6 and deep S waves in V1-V2 (voltage criteria).
+Each patient also has one rhythm statement (likelihood 0.0, as PTB-XL writes them) that
+the beat times show:
+  SR     sinus rhythm, 60-100 bpm, mild respiratory RR variation,
+  AFIB   irregularly irregular RR, no P waves, a 4-9 Hz fibrillatory baseline,
+  STACH  sinus tachycardia, > 100 bpm,
+  SBRAD  sinus bradycardia, < 60 bpm,
+  SARRH  sinus arrhythmia, RR varying 10-16 % with respiration;
+and may have non-diagnostic form statements (likelihood 0.0) that the waveform shows:
+  LVOLT  low QRS voltage, every limb lead < 0.5 mV peak to peak,
+  HVOLT  high QRS voltage, the QRS 1.8 times as large,
+  LPR    a long PR interval, > 200 ms (not with AFIB or STACH),
+  PVC    one or two premature, wide beats from the right-ventricular outflow tract (no
+         P wave, discordant T, a full compensatory pause),
+  LOWT   flat T waves; INVT inverted T waves. An STTC patient's T waves follow their
+         severity (LOWT when flattened, INVT when inverted); CD patients' secondary
+         repolarisation changes get neither statement.
+The proportions follow PTB-XL's order with the rare ones raised so that a 300-patient
+demo has positives in training and in folds 9 and 10 of every benchmark label set:
+rhythms SR 64 %, AFIB 12 %, STACH, SBRAD and SARRH 8 % each of the patients (PTB-XL's
+records: 77, 7, 4, 3 and 3.5 %); each form statement 5-8 % (PTB-XL: 0.3-5 %).
+
+The database rows (patients, codes, folds) come from one random stream and the signals
+from another, so `draw_rows` gives the rows without synthesising a signal.
 Everything is seeded: the same seed writes byte-identical files.
 """
 
@@ -46,18 +69,37 @@ COLUMNS = [
 # Lead directions in the heart's frame: x to the patient's left, y inferior, z anterior.
 _LIMB_I = np.array([1.0, 0.0, 0.0])
 _LIMB_II = np.array([np.cos(np.pi / 3), np.sin(np.pi / 3), 0.0])
+# [3, 6]: I, II, III, aVR, aVL, aVF as the machine derives them from I and II.
+_LIMB = np.stack([_LIMB_I, _LIMB_II, _LIMB_II - _LIMB_I, -(_LIMB_I + _LIMB_II) / 2,
+                  _LIMB_I - _LIMB_II / 2, _LIMB_II - _LIMB_I / 2], axis=1)
 _PRECORDIAL_DEGREES = (115, 95, 75, 60, 30, 0)  # V1..V6, from the left towards anterior.
 _PRECORDIAL = np.array([[np.cos(np.radians(a)), 0.15 if a < 70 else 0.0,
                          np.sin(np.radians(a))] for a in _PRECORDIAL_DEGREES])
 
 _ANTERIOR, _INFERIOR = np.array([0.1, 0.0, 1.0]), np.array([0.0, 1.0, 0.1])
 _LATERAL = np.array([0.8, 0.5, 0.1])
+_ATRIAL = np.array([-0.3, 0.5, 0.8]) / np.linalg.norm([-0.3, 0.5, 0.8])  # Towards V1.
+# A right-ventricular outflow tract PVC: inferior axis, posterior (LBBB-like in V1).
+_RVOT = np.array([-0.15, 0.9, -0.55]) / np.linalg.norm([-0.15, 0.9, -0.55])
 # Statement codes per class, each a diagnostic statement of that class in PTB-XL.
 _CODES = {"NORM": ["NORM"], "STTC": ["NDT", "ISC_", "NST_", "ISCAL"],
           "CD": {"right": ["CRBBB", "IRBBB"], "left": ["CLBBB", "ILBBB"]},
           "MI": {"anterior": ["ASMI", "AMI", "ALMI"], "inferior": ["IMI", "ILMI"]},
           "HYP": ["LVH"]}
 _PATHOLOGY_PREVALENCE = {"MI": 0.35, "STTC": 0.35, "CD": 0.3, "HYP": 0.25}
+_RHYTHM_PREVALENCE = {"SR": 0.64, "AFIB": 0.12, "STACH": 0.08, "SBRAD": 0.08,
+                      "SARRH": 0.08}
+# Resting rate range (bpm) per rhythm; a record varies it by +-5 %, staying inside
+# the rhythm's definition (SBRAD < 60, SR and SARRH 60-100, STACH > 100).
+_RATE_RANGE = {"SR": (64, 92), "AFIB": (70, 115), "STACH": (108, 140),
+               "SBRAD": (42, 55), "SARRH": (64, 88)}
+# Non-diagnostic form statements (diagnostic != 1 in scp_statements.csv), in the order
+# written into scp_codes.
+_FORMS = ("LVOLT", "HVOLT", "LPR", "PVC", "LOWT", "INVT")
+_HVOLT_GAIN = 1.8
+_LPR_EXTRA_SECONDS = 0.09   # Added to a normal PR of 130-190 ms: 220-280 ms.
+_T_GAIN = {"LOWT": 0.2, "INVT": -0.5}
+_T_STATEMENT_LIMIT = 0.3    # |T gain| below: LOWT; below minus it: INVT.
 
 
 @dataclasses.dataclass
@@ -68,7 +110,7 @@ class Patient:
   sex: int
   fold: int
   classes: tuple[str, ...]
-  heart_rate: float          # bpm at rest.
+  rate_position: float       # Where the resting rate lies in the rhythm's range, 0-1.
   axis_degrees: float        # Frontal QRS axis.
   amplitude: np.ndarray      # [6] scales of P, Q, R, S, T, ST.
   pr_seconds: float
@@ -77,6 +119,45 @@ class Patient:
   mi_territory: str          # "anterior" or "inferior".
   bundle_branch: str         # "right" or "left".
   severity: float = 1.0      # Scales every pathological change (0: none, 1: full).
+  rhythm: str = "SR"         # A key of _RHYTHM_PREVALENCE.
+  forms: tuple[str, ...] = ()  # Of _FORMS.
+
+  @property
+  def heart_rate(self) -> float:
+    """bpm at rest."""
+    low, high = _RATE_RANGE[self.rhythm]
+    return low + self.rate_position * (high - low)
+
+
+def _sttc_t_gain(severity: float) -> float:
+  return 1.0 - 1.8 * severity  # Flattened, then inverted T.
+
+
+def _draw_forms(p: Patient, rng: np.random.Generator) -> tuple[str, ...]:
+  """The patient's form statements; the same number of draws whatever they are."""
+  u = rng.random(4)
+  forms = set()
+  if u[0] < 0.06 and "HYP" not in p.classes:  # Low voltage would undo HYP's criteria.
+    forms.add("LVOLT")
+  elif u[0] > 0.95:
+    forms.add("HVOLT")
+  if u[1] < 0.08 and p.rhythm not in ("AFIB", "STACH"):  # P waves, apart from the T.
+    forms.add("LPR")
+  if u[2] < 0.08:
+    forms.add("PVC")
+  if "CD" in p.classes:
+    pass
+  elif "STTC" in p.classes:
+    gain = _sttc_t_gain(p.severity)
+    if abs(gain) < _T_STATEMENT_LIMIT:
+      forms.add("LOWT")
+    elif gain < -_T_STATEMENT_LIMIT:
+      forms.add("INVT")
+  elif u[3] < 0.07:
+    forms.add("LOWT")
+  elif u[3] > 0.95:
+    forms.add("INVT")
+  return tuple(f for f in _FORMS if f in forms)
 
 
 def _draw_patient(rng: np.random.Generator, patient_id: int) -> Patient:
@@ -87,15 +168,19 @@ def _draw_patient(rng: np.random.Generator, patient_id: int) -> Patient:
     if not classes:
       classes = (str(rng.choice(list(_PATHOLOGY_PREVALENCE))),)
   age = float(np.clip(rng.normal(62 if classes != ("NORM",) else 45, 15), 18, 95))
-  return Patient(
+  patient = Patient(
       patient_id=patient_id, age=round(age), sex=int(rng.random() < 0.48),
       fold=int(rng.integers(1, 11)), classes=classes,
-      heart_rate=float(rng.uniform(52, 95)), axis_degrees=float(rng.normal(50, 20)),
-      amplitude=rng.uniform(0.75, 1.25, size=6), pr_seconds=float(rng.uniform(0.13, 0.19)),
+      rate_position=float(rng.random()), axis_degrees=float(rng.normal(50, 20)),
+      amplitude=rng.uniform(0.75, 1.25, size=6),
+      pr_seconds=float(rng.uniform(0.13, 0.19)),
       qrs_scale=float(rng.uniform(0.9, 1.1)), qt_scale=float(rng.uniform(0.92, 1.08)),
       mi_territory=str(rng.choice(["anterior", "inferior"])),
       bundle_branch=str(rng.choice(["right", "left"])),
-      severity=float(rng.uniform(0.15, 1.0)))
+      severity=float(rng.uniform(0.15, 1.0)),
+      rhythm=str(rng.choice(list(_RHYTHM_PREVALENCE),
+                            p=list(_RHYTHM_PREVALENCE.values()))))
+  return dataclasses.replace(patient, forms=_draw_forms(patient, rng))
 
 
 def _rotate_frontal(v: np.ndarray, degrees: float) -> np.ndarray:
@@ -105,8 +190,35 @@ def _rotate_frontal(v: np.ndarray, degrees: float) -> np.ndarray:
   return np.array([x, y, v[2]])
 
 
+def _limb_peak_to_peak(waves: list[tuple]) -> float:
+  """The largest peak-to-peak (mV) over the six limb leads of one beat's `waves`."""
+  t = np.arange(-0.15, 0.25, 0.002)[:, None]
+  beat = sum(np.exp(-0.5 * ((t - o) / w) ** 2) * v[None, :] for o, w, v in waves)
+  limb = beat @ _LIMB
+  return float((limb.max(axis=0) - limb.min(axis=0)).max())
+
+
+def _voltage_gain(p: Patient, qrs: list[tuple]) -> float:
+  """The factor LVOLT or HVOLT applies to the QRS waves `qrs`; LVOLT brings the limb
+  leads to 0.3-0.4 mV peak to peak (the patient's R amplitude picks where)."""
+  if "LVOLT" in p.forms:
+    target = 0.3 + 0.2 * (p.amplitude[2] - 0.75)
+    return target / _limb_peak_to_peak(qrs)
+  return _HVOLT_GAIN if "HVOLT" in p.forms else 1.0
+
+
+def _t_gain(p: Patient) -> float:
+  if "STTC" in p.classes:
+    return _sttc_t_gain(p.severity)
+  for form, gain in _T_GAIN.items():
+    if form in p.forms:
+      return gain
+  return 1.0
+
+
 def _waves(p: Patient, rr: float, rng: np.random.Generator) -> list[tuple]:
-  """(offset s, width s, heart vector mV) of each wave of one beat, R peak at 0."""
+  """(offset s, width s, heart vector mV) of each wave of one beat, R peak at 0; the
+  first is the P wave (a zero vector in AFIB), then Q, R, S."""
   amp = p.amplitude * rng.uniform(0.95, 1.05, size=6)
   axis = p.axis_degrees - 60 + rng.normal(0, 3)
   qrs = p.qrs_scale
@@ -115,9 +227,10 @@ def _waves(p: Patient, rr: float, rng: np.random.Generator) -> list[tuple]:
   s_vec = np.array([-0.35, -0.45, -0.55]) * 0.45 * amp[3]
   q_vec = np.array([-0.3, -0.1, 0.55]) * 0.12 * amp[1]
   t_vec = _rotate_frontal(np.array([0.55, 0.75, 0.25]), axis * 0.5) * 0.35 * amp[4]
+  p_vec = _rotate_frontal(np.array([0.5, 0.87, 0.1]), 0) * 0.15 * amp[0]
+  pr = p.pr_seconds + (_LPR_EXTRA_SECONDS if "LPR" in p.forms else 0.0)
   st_vec = np.zeros(3)
-  waves = [(-p.pr_seconds, 0.022, _rotate_frontal(np.array([0.5, 0.87, 0.1]), 0) *
-            0.15 * amp[0]),
+  waves = [(-pr, 0.022, p_vec * (p.rhythm != "AFIB")),
            (-0.030 * qrs, 0.009 * qrs, q_vec), (0.0, 0.011 * qrs, r_vec),
            (0.032 * qrs, 0.011 * qrs, s_vec)]
   t_offset, t_width = 0.30 * qt, 0.055 * qt
@@ -132,7 +245,7 @@ def _waves(p: Patient, rr: float, rng: np.random.Generator) -> list[tuple]:
   if "STTC" in p.classes:
     lateral = _LATERAL / np.linalg.norm(_LATERAL)
     st_vec = st_vec - lateral * 0.15 * sev * amp[5]
-    t_vec = t_vec * (1.0 - 1.8 * sev)  # Flattened, then inverted T.
+  t_vec = t_vec * _t_gain(p)
   if "CD" in p.classes:
     widen = 1.0 + 1.4 * sev  # Slow, wide depolarisation.
     waves[2] = (0.012 * sev, 0.011 * widen * qrs, r_vec * (1 - 0.2 * sev))
@@ -146,36 +259,83 @@ def _waves(p: Patient, rr: float, rng: np.random.Generator) -> list[tuple]:
     lvh = np.array([1.3, 0.3, -0.7]) * sev * amp[2]  # Leftward, posterior: V5-V6 up.
     waves[2] = (waves[2][0], waves[2][1], waves[2][2] + lvh)
     waves[3] = (waves[3][0], waves[3][1], waves[3][2] * (1 + 0.4 * sev))
+  gain = _voltage_gain(p, waves[1:])
+  waves[1:] = [(o, w, v * gain) for o, w, v in waves[1:]]
   waves.append((t_offset, t_width, t_vec))
   if np.any(st_vec):
     waves.append((0.11 + 0.5 * (t_offset - 0.11), 0.07, st_vec))  # ST plateau.
   return waves
 
 
-def _beat_times(p: Patient, rng: np.random.Generator) -> np.ndarray:
-  """R-peak times (s) covering the 10 s window, with heart-rate variability."""
-  hr = p.heart_rate * rng.uniform(0.92, 1.08)
+def _ectopic_waves(p: Patient, rr: float, rng: np.random.Generator) -> list[tuple]:
+  """The waves of a premature ventricular beat, QRS peak at 0: no P wave, a wide QRS
+  (> 120 ms) and a T wave opposite to it."""
+  amp = p.amplitude[2] * rng.uniform(0.95, 1.05)
+  qt = p.qt_scale * np.sqrt(rr)
+  main, late = _RVOT * 1.5 * amp, np.array([0.3, -0.2, 0.4]) * 0.5 * amp
+  qrs = [(0.0, 0.028, main), (0.055, 0.022, late)]
+  gain = _voltage_gain(p, qrs)  # Low (high) voltage lowers (raises) every beat.
+  qrs = [(o, w, v * gain) for o, w, v in qrs]
+  return qrs + [(0.33 * qt, 0.07 * qt, -0.35 * main * gain)]
+
+
+def _beat_times(p: Patient, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+  """(R-peak times (s) covering the 10 s window, [beats] bool: premature ventricular
+  beats), with the rhythm's RR variability."""
+  hr = p.heart_rate * rng.uniform(0.95, 1.05)
   rr0 = 60.0 / hr
   resp_hz, resp_phase = rng.uniform(0.15, 0.35), rng.uniform(0, 2 * np.pi)
+  depth = rng.uniform(0.10, 0.16) if p.rhythm == "SARRH" else 0.04
   t, times = -rr0 * rng.uniform(0.2, 1.0), []
   while t < SECONDS + 1.0:
     times.append(t)
-    rr = rr0 * (1 + 0.04 * np.sin(2 * np.pi * resp_hz * t + resp_phase)
-                + rng.normal(0, 0.015))
+    if p.rhythm == "AFIB":  # Irregularly irregular: independent RR intervals.
+      rr = rr0 * rng.uniform(0.6, 1.4)
+    else:
+      rr = rr0 * (1 + depth * np.sin(2 * np.pi * resp_hz * t + resp_phase)
+                  + rng.normal(0, 0.015))
     t += rr
-  return np.asarray(times)
+  times = np.asarray(times)
+  ectopic = np.zeros(times.size, bool)
+  if "PVC" in p.forms:
+    # The ectopic beat comes early and hides the sinus beat it replaces; the next
+    # sinus beat keeps its time (a full compensatory pause).
+    candidates = np.flatnonzero((times > 0.8) & (times < SECONDS - 1.2))[::2]
+    chosen = rng.choice(candidates, size=min(int(rng.integers(1, 3)), candidates.size),
+                        replace=False)
+    coupling = rng.uniform(0.55, 0.7, size=chosen.size)
+    times[chosen] = times[chosen - 1] + coupling * (times[chosen] - times[chosen - 1])
+    ectopic[chosen] = True
+  return times, ectopic
+
+
+def _fibrillation(t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """[time, 3] atrial fibrillatory waves (mV): 4-9 Hz, waxing and waning."""
+  f = np.zeros_like(t)
+  for _ in range(3):
+    freq = rng.uniform(4.0, 9.0)
+    envelope = 1 + 0.5 * np.sin(2 * np.pi * rng.uniform(0.1, 0.5) * t
+                                + rng.uniform(0, 2 * np.pi))
+    f += envelope * np.sin(2 * np.pi * freq * t + rng.uniform(0, 2 * np.pi))
+  return (rng.uniform(0.04, 0.09) * f)[:, None] * _ATRIAL[None, :]
 
 
 def _vcg(p: Patient, rng: np.random.Generator) -> np.ndarray:
   """[time, 3] heart vector (mV) of one 10 s record at 500 Hz."""
   t = np.arange(SECONDS * RATE_HR) / RATE_HR
-  beats = _beat_times(p, rng)
+  beats, ectopic = _beat_times(p, rng)
   rr = float(np.median(np.diff(beats)))
   vcg = np.zeros((t.size, 3))
-  for offset, width, vector in _waves(p, rr, rng):
-    centres = beats + offset + rng.normal(0, 0.002, size=beats.size)
-    pulse = np.exp(-0.5 * ((t[:, None] - centres[None, :]) / width) ** 2).sum(axis=1)
-    vcg += pulse[:, None] * vector[None, :]
+  for at, waves in ((beats[~ectopic], _waves(p, rr, rng)),
+                    (beats[ectopic], _ectopic_waves(p, rr, rng))):
+    for offset, width, vector in waves:
+      if not at.size or not np.any(vector):
+        continue
+      centres = at + offset + rng.normal(0, 0.002, size=at.size)
+      pulse = np.exp(-0.5 * ((t[:, None] - centres[None, :]) / width) ** 2).sum(axis=1)
+      vcg += pulse[:, None] * vector[None, :]
+  if p.rhythm == "AFIB":
+    vcg += _fibrillation(t, rng)
   return vcg
 
 
@@ -204,19 +364,59 @@ def synthesize_ecg(patient: Patient, rng: np.random.Generator) -> np.ndarray:
 
 
 def _scp_codes(p: Patient, rng: np.random.Generator) -> dict[str, float]:
+  """One record's {statement: likelihood}: diagnostic, then form, then rhythm."""
   codes = {}
   for c in p.classes:
     options = _CODES[c]
     if isinstance(options, dict):
       options = options[p.mi_territory if c == "MI" else p.bundle_branch]
     codes[str(rng.choice(options))] = float(rng.choice([100.0, 100.0, 80.0, 50.0]))
-  codes["SR"] = 0.0
+  for form in p.forms:
+    codes[form] = 0.0
+  codes[p.rhythm] = 0.0
   return codes
 
 
 def _python_dict_text(codes: dict[str, float]) -> str:
   """PTB-XL's scp_codes text: a Python dict literal, e.g. "{'NORM': 100.0, 'SR': 0.0}"."""
   return "{" + ", ".join(f"'{k}': {v!r}" for k, v in codes.items()) + "}"
+
+
+def _streams(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
+  """(the rows' random stream, the signals' random stream) of `seed`."""
+  rows, signals = np.random.SeedSequence(seed).spawn(2)
+  return np.random.default_rng(rows), np.random.default_rng(signals)
+
+
+def draw_rows(num_patients: int, seed: int = 0, max_records_per_patient: int = 4
+              ) -> list[tuple[Patient, dict]]:
+  """(patient, ptbxl_database.csv row {column: value}) of every record, in ecg_id order,
+  drawn without synthesising a signal: `write_synthetic_ptbxl` writes these rows."""
+  rng = _streams(seed)[0]
+  rows, ecg_id = [], 0
+  start_date = datetime.datetime(1984, 11, 9, 9, 0, 0)
+  for index in range(num_patients):
+    patient = _draw_patient(rng, patient_id=10000 + 7 * index)
+    for _ in range(int(rng.integers(1, max_records_per_patient + 1))):
+      ecg_id += 1
+      folder = f"{(ecg_id // 1000) * 1000:05d}"
+      codes = _scp_codes(patient, rng)
+      date = start_date + datetime.timedelta(minutes=int(rng.integers(0, 9_000_000)))
+      rows.append((patient, {
+          "ecg_id": ecg_id, "patient_id": f"{float(patient.patient_id):.1f}",
+          "age": f"{float(patient.age):.1f}", "sex": patient.sex, "height": "",
+          "weight": f"{float(rng.integers(50, 110)):.1f}", "nurse": "", "site": "0.0",
+          "device": "CS-12   E", "recording_date": date.strftime("%Y-%m-%d %H:%M:%S"),
+          "report": "synthetic ecg (" + ", ".join(patient.classes).lower() + ")",
+          "scp_codes": _python_dict_text(codes), "heart_axis": "",
+          "infarction_stadium1": "", "infarction_stadium2": "", "validated_by": "",
+          "second_opinion": False, "initial_autogenerated_report": False,
+          "validated_by_human": True, "baseline_drift": "", "static_noise": "",
+          "burst_noise": "", "electrodes_problems": "", "extra_beats": "",
+          "pacemaker": "", "strat_fold": patient.fold,
+          "filename_lr": f"records100/{folder}/{ecg_id:05d}_lr",
+          "filename_hr": f"records500/{folder}/{ecg_id:05d}_hr"}))
+  return rows
 
 
 def _write_wfdb(root: pathlib.Path, relative: str, ecg: np.ndarray, rate: int) -> None:
@@ -235,38 +435,17 @@ def write_synthetic_ptbxl(root: str | pathlib.Path, num_patients: int = 300,
   root = pathlib.Path(root)
   root.mkdir(parents=True, exist_ok=True)
   shutil.copyfile(STATEMENTS, root / "scp_statements.csv")
-  rng = np.random.default_rng(seed)
-  rows, ecg_id = [], 0
-  start_date = datetime.datetime(1984, 11, 9, 9, 0, 0)
-  for index in range(num_patients):
-    patient = _draw_patient(rng, patient_id=10000 + 7 * index)
-    for _ in range(int(rng.integers(1, max_records_per_patient + 1))):
-      ecg_id += 1
-      ecg = synthesize_ecg(patient, rng)
-      folder = f"{(ecg_id // 1000) * 1000:05d}"
-      hr, lr = (f"records500/{folder}/{ecg_id:05d}_hr",
-                f"records100/{folder}/{ecg_id:05d}_lr")
-      _write_wfdb(root, hr, ecg, RATE_HR)
-      _write_wfdb(root, lr, scipy_signal.resample_poly(ecg, RATE_LR, RATE_HR, axis=0),
-                  RATE_LR)
-      codes = _scp_codes(patient, rng)
-      date = start_date + datetime.timedelta(minutes=int(rng.integers(0, 9_000_000)))
-      rows.append({
-          "ecg_id": ecg_id, "patient_id": f"{float(patient.patient_id):.1f}",
-          "age": f"{float(patient.age):.1f}", "sex": patient.sex, "height": "",
-          "weight": f"{float(rng.integers(50, 110)):.1f}", "nurse": "", "site": "0.0",
-          "device": "CS-12   E", "recording_date": date.strftime("%Y-%m-%d %H:%M:%S"),
-          "report": "synthetic ecg (" + ", ".join(patient.classes).lower() + ")",
-          "scp_codes": _python_dict_text(codes), "heart_axis": "",
-          "infarction_stadium1": "", "infarction_stadium2": "", "validated_by": "",
-          "second_opinion": False, "initial_autogenerated_report": False,
-          "validated_by_human": True, "baseline_drift": "", "static_noise": "",
-          "burst_noise": "", "electrodes_problems": "", "extra_beats": "",
-          "pacemaker": "", "strat_fold": patient.fold, "filename_lr": lr,
-          "filename_hr": hr})
-    if verbose and (index + 1) % 50 == 0:
-      print(f"  {index + 1}/{num_patients} patients, {ecg_id} records", flush=True)
-  pd.DataFrame(rows, columns=COLUMNS).to_csv(root / "ptbxl_database.csv", index=False)
+  rows = draw_rows(num_patients, seed, max_records_per_patient)
+  rng = _streams(seed)[1]
+  for count, (patient, row) in enumerate(rows, start=1):
+    ecg = synthesize_ecg(patient, rng)
+    _write_wfdb(root, row["filename_hr"], ecg, RATE_HR)
+    _write_wfdb(root, row["filename_lr"],
+                scipy_signal.resample_poly(ecg, RATE_LR, RATE_HR, axis=0), RATE_LR)
+    if verbose and count % 100 == 0:
+      print(f"  {count}/{len(rows)} records", flush=True)
+  pd.DataFrame([row for _, row in rows], columns=COLUMNS).to_csv(
+      root / "ptbxl_database.csv", index=False)
   return root
 
 

@@ -24,12 +24,14 @@ standardize_batch = jax.jit(jax.vmap(device.standardize))
 
 def views(config: ml_collections.ConfigDict, prepared: storage.PreparedSource,
           folds: Sequence[int], batch_size: int, shift: str | None = None,
-          seed: int = 0):
-  """Yields the eval batches of `folds` (every ECG once, in order), with `view`
+          seed: int = 0, positions: np.ndarray | None = None):
+  """Yields the eval batches of `folds` or `positions` (every ECG once, in order), with
+  `view`
   [b, seq_len, leads] shifted by `shifts.SHIFTS[shift]` and then normalised as the
   model was trained. The shift's randomness is seeded per ECG position."""
   normalize = config.data.normalize == "per_lead"
-  for batch in pipeline.eval_dataset(config, prepared, folds, batch_size):
+  for batch in pipeline.eval_dataset(config, prepared, folds, batch_size,
+                                     positions=positions):
     x = batch["view"]
     if shift is not None:
       fn = shifts.SHIFTS[shift]
@@ -55,8 +57,9 @@ def pad_to(x: np.ndarray, n: int) -> np.ndarray:
 def extract_features(model: models.CREMA, params: Any, config: ml_collections.ConfigDict,
                      prepared: storage.PreparedSource, folds: Sequence[int], mesh,
                      *, batch_size: int = 64, shift: str | None = None,
-                     embed_fn=None) -> dict[str, np.ndarray]:
-  """Pooled encoder features of every ECG of `folds`.
+                     embed_fn=None, positions: np.ndarray | None = None
+                     ) -> dict[str, np.ndarray]:
+  """Pooled encoder features of every ECG of `folds` (or at `positions`).
 
   Returns features [n, emb] float32, labels [n, 5], patient [n] (equal within a
   patient), ecg_id [n], position [n] (index in the prepared source), in prepared order.
@@ -65,7 +68,8 @@ def extract_features(model: models.CREMA, params: Any, config: ml_collections.Co
   batch_size = -(-batch_size // mesh.size) * mesh.size  # Whole batches per device.
   embed_fn = embed_fn or functools.partial(embed, model)
   out = {"features": [], "labels": [], "patient": [], "ecg_id": [], "position": []}
-  for batch in views(config, prepared, folds, batch_size, shift, seed=config.seed):
+  for batch in views(config, prepared, folds, batch_size, shift, seed=config.seed,
+                     positions=positions):
     n = len(batch["view"])
     data = sharding.global_batch(mesh, {"view": pad_to(batch["view"], batch_size),
                                         "valid": pad_to(batch["valid"], batch_size)})
@@ -74,5 +78,6 @@ def extract_features(model: models.CREMA, params: Any, config: ml_collections.Co
     for key in ("labels", "patient", "ecg_id", "position"):
       out[key].append(batch[key])
   if not out["features"]:
-    raise ValueError(f"{prepared.path}: no ECG in folds {tuple(folds)}")
+    where = f"folds {tuple(folds)}" if positions is None else "the positions given"
+    raise ValueError(f"{prepared.path}: no ECG in {where}")
   return {k: np.concatenate(v) for k, v in out.items()}

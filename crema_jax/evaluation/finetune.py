@@ -1,12 +1,17 @@
 """Fine-tuning: the whole pretrained encoder plus a linear head, trained end to end on
-labelled PTB-XL views.
+labelled views (LP-FT: the head starts from the fitted linear probe).
 
-AdamW on binary cross-entropy with warmup + cosine, optional layer-wise learning-rate
-decay (the patch embedding gets `layer_decay ** (depth + 1)` of the head's rate, block i
-`layer_decay ** (depth - i)`), evaluated on the validation fold every `eval_every`
-steps and stopped after `patience` evaluations without a better validation macro AUROC;
-the best step's parameters are kept. The decoder and projection head are not used and
-not updated.
+AdamW on binary cross-entropy with warmup + cosine. The head learns at
+`head_lr_scale` x `lr`; the encoder at `lr` with layer-wise decay (the patch embedding
+gets `layer_decay ** (depth + 1)` of it, block i `layer_decay ** (depth - i)`, the final
+norm all of it). Starting the head from the linear probe (Kumar et al. 2022, LP-FT)
+keeps the first steps from distorting the pretrained features with a random head's
+gradients. The model is evaluated on the validation ECGs before the first step and
+every `eval_every` steps, stopped after `patience` evaluations without a better
+validation macro AUROC, and the best evaluation's parameters are kept (so fine-tuning
+never ends below its linear-probe start on validation). Training views get their own
+augmentation (`ft.augment`), not pretraining's. The decoder and projection head are
+not used and not updated.
 """
 
 from __future__ import annotations
@@ -49,11 +54,14 @@ def _path_keys(path) -> tuple[str, ...]:
   return tuple(str(getattr(k, "key", k)) for k in path)
 
 
-def lr_multipliers(params: Any, depth: int, layer_decay: float) -> Any:
-  """A tree like `params`: the learning-rate factor of each leaf (0 for the parts
-  fine-tuning does not update)."""
+def lr_multipliers(params: Any, depth: int, layer_decay: float,
+                   head_lr_scale: float = 1.0) -> Any:
+  """A tree like `params`: the learning-rate factor of each leaf (`head_lr_scale` for
+  the head, 0 for the parts fine-tuning does not update)."""
   def factor(path, _):
     keys = _path_keys(path)
+    if keys[0] == "head":
+      return float(head_lr_scale)
     if keys[0] == "crema":
       keys = keys[1:]
       if keys[0] not in ENCODER_KEYS:
@@ -72,7 +80,10 @@ def scale_by_tree(multipliers: Any) -> optax.GradientTransformation:
 
 @dataclasses.dataclass
 class FinetuneResult:
-  """params: {"crema": ..., "head": {"w", "b"}} at the best validation step."""
+  """params: {"crema": ..., "head": {"w", "b"}} at the best validation evaluation
+  (best_step 0: the linear-probe start); history: one entry per evaluation (step,
+  train_loss, val_auroc, encoder_change: the encoder's relative distance from its
+  pretrained parameters)."""
   params: Any
   best_step: int
   val_auroc: float
@@ -87,25 +98,46 @@ def logits(model: models.CREMA, params: Any, x: jax.Array, valid: jax.Array) -> 
   return feats @ params["head"]["w"] + params["head"]["b"]
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def features_and_logits(model: models.CREMA, params: Any, x: jax.Array,
+                        valid: jax.Array) -> jax.Array:
+  """[b, emb + classes]: the fine-tuned encoder's pooled features, then its logits."""
+  feats = model.apply({"params": params["crema"]}, x, valid=valid, method=model.embed)
+  return jnp.concatenate([feats, feats @ params["head"]["w"] + params["head"]["b"]], -1)
+
+
+def augmented_config(config: ml_collections.ConfigDict,
+                     augment: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config` with `data.augment` replaced by fine-tuning's own augmentation."""
+  config = config.copy_and_resolve_references()
+  config.data.augment = augment.copy_and_resolve_references()
+  return config
+
+
 def finetune(model: models.CREMA, crema_params: Any, config: ml_collections.ConfigDict,
              ft: ml_collections.ConfigDict, prepared: storage.PreparedSource,
-             train_positions: np.ndarray, class_columns: list[int], mesh, *,
-             seed: int = 0, show_progress: bool = False) -> FinetuneResult:
-  """Fine-tunes encoder + head on `train_positions` for the label columns
-  `class_columns`, early-stopped on the validation folds.
+             train_positions: np.ndarray, val_positions: np.ndarray,
+             labels: np.ndarray, mesh, *, head: tuple | None = None, seed: int = 0,
+             show_progress: bool = False) -> FinetuneResult:
+  """Fine-tunes encoder + head on `train_positions`, early-stopped on `val_positions`.
 
   Args:
     model, crema_params: the pretrained model and its parameters.
-    config: the pretraining config (data, model) with the probe's data fields.
-    ft: steps, batch_size, lr, warmup_steps, weight_decay, layer_decay, eval_every,
-      patience.
-    train_positions: indices in the prepared source of the training ECGs.
+    config: the pretraining config (data, model) with the evaluation's data fields.
+    ft: steps, batch_size, lr, head_lr_scale, warmup_steps, weight_decay, layer_decay,
+      eval_every, patience, augment.
+    train_positions, val_positions: indices in the prepared source.
+    labels: [len(prepared), classes] 0/1, the task's labels of every prepared record.
+    head: (w [emb, classes], b [classes]) to start the head from (the fitted linear
+      probe's `raw_head()`); None: zeros.
   """
-  columns = np.asarray(class_columns)
-  head = {"w": jnp.zeros((model.emb_dim, len(columns)), jnp.float32),
-          "b": jnp.zeros((len(columns),), jnp.float32)}
-  params = {"crema": crema_params, "head": head}
-  multipliers = lr_multipliers(params, model.depth, ft.layer_decay)
+  classes = labels.shape[1]
+  if head is None:
+    head = (np.zeros((model.emb_dim, classes)), np.zeros((classes,)))
+  params = {"crema": crema_params,
+            "head": {"w": jnp.asarray(head[0], jnp.float32),
+                     "b": jnp.asarray(head[1], jnp.float32)}}
+  multipliers = lr_multipliers(params, model.depth, ft.layer_decay, ft.head_lr_scale)
   optimizer = optax.chain(
       optax.clip_by_global_norm(1.0),
       optax.adamw(optim.make_schedule(ft.lr, ft.warmup_steps, ft.steps),
@@ -114,8 +146,8 @@ def finetune(model: models.CREMA, crema_params: Any, config: ml_collections.Conf
   replicated = sharding.replicated(mesh)
   params = jax.device_put(params, replicated)
   opt_state = jax.jit(optimizer.init, out_shardings=replicated)(params)
-  # The pretraining views' standardisation and augmentation, on the device.
-  transform = device.ViewTransform.from_config(config)
+  # Fine-tuning's own standardisation and augmentation, on the device.
+  transform = device.ViewTransform.from_config(augmented_config(config, ft.augment))
   view_seed, dropout_rng = seed, jax.random.fold_in(jax.random.key(seed), 1)
 
   def loss_fn(p, crops, valid, y, i):
@@ -137,27 +169,41 @@ def finetune(model: models.CREMA, crema_params: Any, config: ml_collections.Conf
   stream = iter(pipeline.finetune_dataset(config, prepared, train_positions, batch_size,
                                           seed=seed))
   logits_fn = functools.partial(logits, model)
-  best = (jax.device_get(params), 0, -np.inf)
-  history, stale, losses = [], 0, []
+  val_labels = labels[val_positions]
+
+  def validate(p) -> float:
+    val = features_lib.extract_features(model, p, config, prepared, (), mesh,
+                                        positions=val_positions, embed_fn=logits_fn)
+    return scores.macro(scores.auroc_per_class(val_labels, val["features"]))
+
+  encoder = lambda p: {k: v for k, v in p["crema"].items() if k in ENCODER_KEYS}
+  start_encoder = jax.device_get(encoder(params))
+  start_norm = float(optax.global_norm(start_encoder))
+
+  def encoder_change(p) -> float:
+    """How far the encoder moved: ||theta - theta_0|| / ||theta_0||."""
+    delta = jax.tree.map(lambda a, b: a - b, jax.device_get(encoder(p)), start_encoder)
+    return float(optax.global_norm(delta)) / start_norm
+
+  start = validate(params)
+  best = (jax.device_get(params), 0, start)
+  history, stale, losses = [{"step": 0, "train_loss": None, "val_auroc": start,
+                             "encoder_change": 0.0}], 0, []
   bar = tqdm.tqdm(total=ft.steps, unit="step", disable=not show_progress,
                   desc="fine-tune")
   for i in range(1, ft.steps + 1):
     batch = next(stream)
     data = sharding.global_batch(mesh, {"view": batch["view"], "valid": batch["valid"],
-                                        "labels": batch["labels"][:, columns]})
+                                        "labels": labels[batch["position"]].astype(np.float32)})
     params, opt_state, loss = step(params, opt_state, data["view"], data["valid"],
                                    data["labels"], i)
     losses.append(loss)
     bar.update(1)
     if i % ft.eval_every and i != ft.steps:
       continue
-    val = features_lib.extract_features(model, params, config, prepared,
-                                        config.data.val_folds, mesh,
-                                        embed_fn=logits_fn)
-    auroc = scores.macro(scores.auroc_per_class(val["labels"][:, columns],
-                                                val["features"]))
+    auroc = validate(params)
     history.append({"step": i, "train_loss": float(np.mean(jax.device_get(losses))),
-                    "val_auroc": auroc})
+                    "val_auroc": auroc, "encoder_change": encoder_change(params)})
     losses = []
     bar.set_postfix(val_auroc=f"{auroc:.3f}")
     if auroc > best[2] or not np.isfinite(best[2]):

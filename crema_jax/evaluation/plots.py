@@ -121,3 +121,27 @@ def loss_curves(rows: Sequence[Mapping[str, float]],
   ax.set(xlabel="step", ylabel="loss", title="pretraining")
   ax.legend(fontsize=8)
   return _save(fig, path)
+
+
+def paired_differences(comparisons: Mapping[str, Mapping[str, Mapping]],
+                       path: str | pathlib.Path) -> pathlib.Path:
+  """A forest plot: per task, the macro AUROC difference between two encoders with its
+  paired 95% bootstrap interval, one panel per pair.
+
+  Args:
+    comparisons: {"A - B": {task: {"difference", "ci": [low, high]}}}.
+  """
+  fig, axes = plt.subplots(1, len(comparisons), squeeze=False,
+                           figsize=(4.2 * len(comparisons),
+                                    0.9 + 0.32 * max(len(c) for c in
+                                                     comparisons.values())))
+  for ax, (pair, by_task) in zip(axes[0], comparisons.items()):
+    tasks = list(by_task)[::-1]
+    diff = np.array([by_task[t]["difference"] for t in tasks], np.float64)
+    ci = np.array([by_task[t]["ci"] for t in tasks], np.float64)
+    y = np.arange(len(tasks))
+    err = np.abs(np.stack([diff - ci[:, 0], ci[:, 1] - diff]))
+    ax.errorbar(diff, y, xerr=np.nan_to_num(err), fmt="o", color="tab:blue", capsize=3)
+    ax.axvline(0, color="grey", linestyle=":", linewidth=1)
+    ax.set(yticks=y, yticklabels=tasks, xlabel="macro AUROC difference", title=pair)
+  return _save(fig, path)

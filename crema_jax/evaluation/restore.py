@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 
 from crema_jax import checkpoint
 from crema_jax.data import leakage
+from crema_jax.data import storage
 from crema_jax import models
 from crema_jax import sharding
 
@@ -21,14 +24,35 @@ def checkpoint_dir(path: str | pathlib.Path) -> pathlib.Path:
   return path if path.name == checkpoint.CHECKPOINT_DIR else path / checkpoint.CHECKPOINT_DIR
 
 
-def restore_encoder(config: ml_collections.ConfigDict, mesh
-                    ) -> tuple[ml_collections.ConfigDict, models.CREMA, int, Any]:
-  """The pretraining config, the model, the step and its parameters (replicated over
-  `mesh`; the optimizer state is not read). The evaluation's data fields and pooling
+@dataclasses.dataclass
+class Restored:
+  """A checkpoint read for evaluation.
+
+  Attributes:
+    config: the pretraining config, with the evaluation's data fields and pooling.
+    trained: the pretraining config as saved (for results.json).
+    model, params: the model and its parameters (replicated).
+    step: the checkpoint's step.
+    path: its checkpoint folder.
+    leakage: `leakage.pretraining_overlap`'s report on its pretraining data.
+  """
+  config: ml_collections.ConfigDict
+  trained: ml_collections.ConfigDict
+  model: models.CREMA
+  params: Any
+  step: int
+  path: pathlib.Path
+  leakage: dict
+
+
+def restore_encoder(config: ml_collections.ConfigDict, mesh) -> Restored:
+  """The checkpoint of `config.checkpoint` (the latest, or `checkpoint_step`): its
+  config, model and parameters (replicated over `mesh`; the optimizer state is not
+  read). The evaluation's data fields (data_dir, name, eval_leads) and pooling
   override the pretraining config's.
 
   Raises leakage.LeakageError when the checkpoint's pretraining data holds test-fold
-  ECGs (unless `allow_test_overlap`)."""
+  ECGs or an unchecked source (unless `allow_test_overlap`)."""
   mngr = checkpoint.manager(checkpoint_dir(config.checkpoint).parent, read_only=True)
   step = config.checkpoint_step or mngr.latest_step()
   if step is None or step not in mngr.all_steps():
@@ -36,12 +60,13 @@ def restore_encoder(config: ml_collections.ConfigDict, mesh
                             f"{config.checkpoint_step or 'latest'} "
                             f"(have {sorted(mngr.all_steps())})")
   pretrain = checkpoint.restore_config(mngr, step)
+  trained = pretrain.copy_and_resolve_references()
   # Before the data fields are pointed at the probe's dataset: what it pretrained on.
-  leakage.check_pretraining_data(pretrain.data, pretrain.data.test_folds,
-                                 allow=config.allow_test_overlap)
+  report = leakage.check_pretraining_data(pretrain.data, pretrain.data.test_folds,
+                                          allow=config.allow_test_overlap)
   pretrain.seed = config.seed
-  for field in ("data_dir", "name"):
-    if config.data[field]:
+  for field in ("data_dir", "name", "eval_leads"):
+    if config.data.get(field):
       pretrain.data[field] = config.data[field]
   if config.pool != "checkpoint":
     if config.pool == "cls" and not pretrain.model.use_cls:
@@ -54,4 +79,29 @@ def restore_encoder(config: ml_collections.ConfigDict, mesh
   params = checkpoint.restore_params(mngr, step, checkpoint.abstract(
       abstract, jax.tree.map(lambda _: sharding.replicated(mesh), abstract)))
   mngr.close()
-  return pretrain, model, step, params
+  return Restored(pretrain, trained, model, params, step, pathlib.Path(mngr.directory),
+                  report)
+
+
+def check_compatible(config: ml_collections.ConfigDict, trained: ml_collections.ConfigDict,
+                     prepared: storage.PreparedSource, positions: np.ndarray) -> dict:
+  """Refuses evaluation data at another sampling rate than the checkpoint's, or whose
+  records (at `positions`) are all shorter than its views (they would be zero-padded
+  silently); returns {"sampling_rate", "seq_len", "shorter_ecgs"}."""
+  manifests = [m.manifest for m in prepared.members] or [prepared.manifest]
+  rates = {int(m.get("sampling_rate", 0)) for m in manifests}
+  want = int(trained.data.sampling_rate)
+  if rates != {want}:
+    raise ValueError(
+        f"{prepared.path} was prepared at {sorted(rates)} Hz but the checkpoint was "
+        f"trained at {want} Hz: prepare it with --config.data.sampling_rate={want}")
+  lengths = prepared.index["num_samples"][positions]
+  seq_len = int(config.data.seq_len)
+  if len(lengths) and lengths.max() < seq_len:
+    raise ValueError(
+        f"{prepared.path}: its records hold at most {int(lengths.max())} samples "
+        f"({lengths.max() / want:g} s) but the checkpoint's views are {seq_len} "
+        f"({seq_len / want:g} s): they would be zero-padded; evaluate a checkpoint "
+        "trained on that length")
+  return {"sampling_rate": want, "seq_len": seq_len,
+          "shorter_ecgs": int((lengths < seq_len).sum())}

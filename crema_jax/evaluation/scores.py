@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+from scipy import stats
 from sklearn import metrics as skmetrics
 
 
@@ -20,15 +21,38 @@ def _has_both(labels: np.ndarray) -> bool:
 
 
 def auroc_per_class(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
-  """[classes] area under the ROC curve (NaN where a class has one label value)."""
-  return np.array([skmetrics.roc_auc_score(labels[:, k], scores[:, k])
-                   if _has_both(labels[:, k]) else np.nan
-                   for k in range(labels.shape[1])])
+  """[classes] area under the ROC curve (NaN where a class has one label value).
+
+  The Mann-Whitney statistic from the scores' ranks (ties averaged), every class at once:
+  equal to sklearn's roc_auc_score, ~100x faster on many classes, which is what makes
+  1000 bootstrap resamples of the 71-statement task affordable.
+  """
+  labels = np.asarray(labels, bool)
+  ranks = stats.rankdata(np.asarray(scores, np.float64), axis=0)
+  positives = labels.sum(axis=0)
+  negatives = len(labels) - positives
+  rank_sum = np.where(labels, ranks, 0.0).sum(axis=0)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    auroc = (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
+  return np.where((positives > 0) & (negatives > 0), auroc, np.nan)
+
+
+def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
+  """sklearn's average_precision_score of one class (labels [n] 0/1 with a positive):
+  sum over score thresholds of (recall step) x precision, tied scores one threshold."""
+  order = np.argsort(-scores, kind="stable")
+  y, s = labels[order].astype(np.float64), scores[order]
+  last_of_tie = np.flatnonzero(np.r_[s[1:] != s[:-1], True])
+  tp = np.cumsum(y)[last_of_tie]
+  precision = tp / (last_of_tie + 1)
+  recall_step = np.diff(np.r_[0.0, tp]) / tp[-1]
+  return float((recall_step * precision).sum())
 
 
 def auprc_per_class(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
   """[classes] average precision (NaN where a class has no positive)."""
-  return np.array([skmetrics.average_precision_score(labels[:, k], scores[:, k])
+  labels, scores = np.asarray(labels), np.asarray(scores, np.float64)
+  return np.array([average_precision(labels[:, k], scores[:, k])
                    if labels[:, k].sum() > 0 else np.nan
                    for k in range(labels.shape[1])])
 
@@ -63,20 +87,62 @@ def macro(values: np.ndarray) -> float:
   return float(np.nanmean(values)) if np.any(np.isfinite(values)) else float("nan")
 
 
+def bootstrap_samples(labels: np.ndarray, num_samples: int, seed: int = 0,
+                      groups: np.ndarray | None = None) -> tuple[list[np.ndarray], int]:
+  """The PTB-XL benchmark's resamples: (index arrays, how many draws were rejected).
+
+  A resample draws the n ECGs with replacement, or with `groups` ([n] e.g. patient ids)
+  as many groups as there are, each bringing all its ECGs (a cluster bootstrap: ECGs of
+  one patient are not independent). A draw in which a class that has positives and
+  negatives in the full set lacks either is drawn again, so every resample scores every
+  class (the benchmark redraws those without a positive). ValueError, naming the
+  class, when valid resamples are too rare to find within 100 x num_samples draws.
+  """
+  labels = np.asarray(labels, bool).reshape(len(labels), -1)
+  n = len(labels)
+  rng = np.random.default_rng(seed)
+  positives = labels.sum(axis=0)
+  scored = (positives > 0) & (positives < n)
+  if groups is not None:
+    _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    members = np.split(np.argsort(inverse, kind="stable"),
+                       np.cumsum(np.bincount(inverse))[:-1])
+  samples, rejected, lacking = [], 0, np.zeros(labels.shape[1], np.int64)
+  while len(samples) < num_samples:
+    if rejected > 100 * max(num_samples, 1):
+      worst = int(np.argmax(lacking))
+      raise ValueError(
+          f"bootstrap: class {worst} ({int(positives[worst])} positives of {n}) is "
+          f"missing from {rejected} of {rejected + len(samples)} resamples; too few "
+          "test ECGs of it for an interval (drop the class, or bootstrap=0)")
+    if groups is None:
+      idx = rng.integers(0, n, n)
+    else:
+      idx = np.concatenate([members[g] for g in rng.integers(0, len(members),
+                                                             len(members))])
+    drawn = labels[idx].sum(axis=0)
+    missing = scored & ((drawn == 0) | (drawn == len(idx)))
+    if missing.any():
+      rejected += 1
+      lacking += missing
+      continue
+    samples.append(idx)
+  return samples, rejected
+
+
 def bootstrap_ci(labels: np.ndarray, scores: np.ndarray,
                  statistic: Callable[[np.ndarray, np.ndarray], np.ndarray],
-                 num_samples: int = 1000, seed: int = 0,
-                 level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-  """Percentile bootstrap interval of `statistic(labels, scores) -> [k]` over ECGs.
+                 num_samples: int = 1000, seed: int = 0, level: float = 0.95,
+                 groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """Percentile bootstrap interval of `statistic(labels, scores) -> [k]` over
+  `bootstrap_samples`. Returns (low, high), each [k] (NaN where fewer than 10 resamples
+  gave a value)."""
+  samples, _ = bootstrap_samples(labels, num_samples, seed, groups)
+  return _percentiles(np.stack([statistic(labels[i], scores[i]) for i in samples]),
+                      level)
 
-  Resamples the n ECGs with replacement `num_samples` times; resamples on which a
-  class's statistic is undefined (NaN) are left out for that class. Returns (low, high),
-  each [k] (NaN where fewer than 10 resamples gave a value).
-  """
-  rng = np.random.default_rng(seed)
-  n = len(labels)
-  values = np.stack([statistic(labels[idx], scores[idx])
-                     for idx in rng.integers(0, n, size=(num_samples, n))])
+
+def _percentiles(values: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
   tail = 100 * (1 - level) / 2
   low, high = np.full(values.shape[1], np.nan), np.full(values.shape[1], np.nan)
   for k in range(values.shape[1]):
@@ -84,6 +150,35 @@ def bootstrap_ci(labels: np.ndarray, scores: np.ndarray,
     if len(finite) >= 10:
       low[k], high[k] = np.percentile(finite, [tail, 100 - tail])
   return low, high
+
+
+def paired_macro_auroc(labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray,
+                       num_samples: int = 1000, seed: int = 0,
+                       groups: np.ndarray | None = None, level: float = 0.95) -> dict:
+  """Macro AUROC of two scorers of the same ECGs, and their difference with a paired
+  bootstrap interval: both are scored on the same resamples, so what they share (hard
+  and easy ECGs) cancels out of the difference.
+
+  Returns {"a", "b", "difference" (a - b on the full data), "ci": [low, high],
+  "p_value" (two-sided: twice the smaller share of resamples on either side of 0,
+  at most 1), "resamples"}; JSON-ready floats.
+  """
+  a = macro(auroc_per_class(labels, scores_a))
+  b = macro(auroc_per_class(labels, scores_b))
+  out = {"a": a, "b": b, "difference": a - b, "ci": [float("nan")] * 2,
+         "p_value": float("nan"), "resamples": int(num_samples)}
+  if not num_samples or not len(labels):
+    return out
+  try:
+    samples, _ = bootstrap_samples(labels, num_samples, seed, groups)
+  except ValueError as e:  # Too few test ECGs of a class: no interval, said why.
+    return {**out, "resamples": 0, "error": str(e)}
+  diffs = np.array([macro(auroc_per_class(labels[i], scores_a[i])) -
+                    macro(auroc_per_class(labels[i], scores_b[i])) for i in samples])
+  low, high = _percentiles(diffs[:, None], level)
+  out["ci"] = [float(low[0]), float(high[0])]
+  out["p_value"] = float(min(1.0, 2 * min((diffs <= 0).mean(), (diffs >= 0).mean())))
+  return out
 
 
 def _with_macro(per_class: Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -97,7 +192,7 @@ def _with_macro(per_class: Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 def score_task(labels: np.ndarray, scores: np.ndarray, thresholds: np.ndarray,
                class_names: tuple[str, ...], *, bootstrap: int = 0,
-               seed: int = 0) -> dict:
+               seed: int = 0, groups: np.ndarray | None = None) -> dict:
   """Every metric of one task on one split.
 
   Args:
@@ -105,11 +200,15 @@ def score_task(labels: np.ndarray, scores: np.ndarray, thresholds: np.ndarray,
     thresholds: [classes] F1 thresholds chosen on the validation split.
     class_names: a name for each column.
     bootstrap: resamples for the 95% intervals of AUROC and AUPRC (0: none).
+    groups: [n] cluster ids (patients) for a cluster bootstrap; None: per ECG.
 
   Returns:
     {"n", "auroc", "auprc", "f1" (macro over classes), "per_class": {name: {...}},
-     and with bootstrap "auroc_ci", "auprc_ci": [low, high] of the macro value}.
+     and with bootstrap "auroc_ci", "auprc_ci": [low, high] of the macro value and
+     "bootstrap": {"resamples", "unit", "redrawn"}}.
   """
+  labels = np.asarray(labels).reshape(len(labels), len(class_names))
+  scores = np.asarray(scores, np.float64).reshape(len(labels), len(class_names))
   auroc = auroc_per_class(labels, scores)
   auprc = auprc_per_class(labels, scores)
   f1 = f1_per_class(labels, scores, thresholds)
@@ -119,8 +218,18 @@ def score_task(labels: np.ndarray, scores: np.ndarray, thresholds: np.ndarray,
                        "f1": float(f1[k]), "threshold": float(thresholds[k]),
                        "positives": int(labels[:, k].sum())}
                 for k, name in enumerate(class_names)}}
-  if bootstrap:
+  if bootstrap and len(labels):
+    try:
+      samples, redrawn = bootstrap_samples(labels, bootstrap, seed, groups)
+    except ValueError as e:  # Too few test ECGs of a class: no interval, said why.
+      result.update(auroc_ci=[float("nan")] * 2, auprc_ci=[float("nan")] * 2,
+                    bootstrap={"resamples": 0, "error": str(e)})
+      return result
     for name, per_class in (("auroc", auroc_per_class), ("auprc", auprc_per_class)):
-      low, high = bootstrap_ci(labels, scores, _with_macro(per_class), bootstrap, seed)
+      statistic = _with_macro(per_class)
+      low, high = _percentiles(np.stack([statistic(labels[i], scores[i])
+                                         for i in samples]), 0.95)
       result[f"{name}_ci"] = [float(low[-1]), float(high[-1])]
+    result["bootstrap"] = {"resamples": int(bootstrap), "redrawn": int(redrawn),
+                           "unit": "ecg" if groups is None else "patient"}
   return result

@@ -142,15 +142,19 @@ def pretrain_dataset(config: ml_collections.ConfigDict, prepared: storage.Prepar
 
 
 def eval_dataset(config: ml_collections.ConfigDict, prepared: storage.PreparedSource,
-                 folds: Sequence[int], batch_size: int, *, process_index: int = 0,
+                 folds: Sequence[int], batch_size: int, *,
+                 positions: np.ndarray | None = None, process_index: int = 0,
                  process_count: int = 1) -> grain.IterDataset:
-  """Every record of `folds` once, in prepared order, as centred float32 mV crops
-  (`views.EvalView`); the last batch may be smaller.
+  """Every record of `folds` (or at `positions`, indices in the prepared source) once,
+  in that order, as centred float32 mV crops (`views.EvalView`); the last batch may be
+  smaller.
 
   With `data.eval_leads` set, leads outside it are zeroed (a 12-lead checkpoint
   evaluated on fewer leads)."""
   mask = eval_lead_mask(config, check_leads(config, prepared))
-  subset = views.Subset(prepared, storage.fold_positions(prepared, folds))
+  if positions is None:
+    positions = storage.fold_positions(prepared, folds)
+  subset = views.Subset(prepared, positions)
   ds = grain.MapDataset.range(len(subset))[process_index::process_count]
   ds = ds.batch(batch_size, drop_remainder=False)
   ds = ds.map(views.EvalView(config.data.seq_len, subset, mask))
@@ -163,7 +167,9 @@ def finetune_dataset(config: ml_collections.ConfigDict, prepared: storage.Prepar
                      process_count: int = 1) -> grain.IterDataset:
   """The infinite, shuffled stream of labelled raw crops (`views.LabelledCrop`) of
   `positions` (indices in the prepared source), `batch_size // process_count` examples
-  per process; the fine-tuning step standardises and augments them."""
+  per process; the fine-tuning step standardises and augments them. With
+  `data.eval_leads` set, leads outside it are zeroed, as in evaluation."""
+  mask = eval_lead_mask(config, check_leads(config, prepared))
   if batch_size % process_count:
     raise ValueError(f"batch_size={batch_size} is not divisible by {process_count} "
                      "processes")
@@ -171,6 +177,6 @@ def finetune_dataset(config: ml_collections.ConfigDict, prepared: storage.Prepar
   ds = grain.MapDataset.range(len(subset))[process_index::process_count]
   ds = ds.shuffle(seed=seed).repeat()
   ds = ds.batch(batch_size // process_count, drop_remainder=True)
-  ds = ds.random_map(views.LabelledCrop(subset, config.data.seq_len, random_crop),
+  ds = ds.random_map(views.LabelledCrop(subset, config.data.seq_len, random_crop, mask),
                      seed=seed + 1)
   return _iterate(ds, config.data)

@@ -207,18 +207,22 @@ class LabelledCrop(grain.transforms.RandomMap):
   fine-tuning; the step standardises and augments them).
 
   Output: view [b, seq_len, leads] float16 mV, valid [b] int32 (samples of signal),
-  labels [b, 5] float32, position [b].
+  labels [b, 5] float32, position [b]. lead_mask: as EvalView's.
   """
 
-  def __init__(self, subset: Subset, seq_len: int, random_crop: bool):
+  def __init__(self, subset: Subset, seq_len: int, random_crop: bool,
+               lead_mask: np.ndarray | None = None):
     self._subset = subset
     self._seq_len = seq_len
     self._random_crop = random_crop
+    self._lead_mask = lead_mask
 
   def random_map(self, indices: np.ndarray, rng: np.random.Generator) -> dict:
     indices = np.asarray(indices, np.int64)
     view, valid = _crops(self._subset.read(indices), self._seq_len,
                          rng if self._random_crop else None)
+    if self._lead_mask is not None:
+      view = view * self._lead_mask.astype(view.dtype)
     return {"view": view, "valid": valid,
             "labels": self._subset.index("labels", indices).astype(np.float32),
             "position": self._subset.positions[indices]}
