@@ -15,7 +15,7 @@ def _config(tmp_path, **overrides):
   config.total_steps = 2
   config.evaluation.update(label_fractions=(1.0,), seeds=(0,), bootstrap=0,
                            robustness=(), plots=False, random_init_baseline=False,
-                           tasks=("MI",))
+                           tasks=("MI",), reduced_leads=())
   config.update(overrides)
   return config
 
@@ -27,7 +27,7 @@ def test_demo_writes_data_pretrains_and_probes(tmp_path):
   assert (tmp_path / "prepared" / "ptbxl" / "1.0.0" / "manifest.json").is_file()
   assert out["pretrain"]["step"] == 2
   results = json.loads((tmp_path / "run" / "probe" / "results.json").read_text())
-  assert results["step"] == 2 and "fraction_1/seed_0/MI" in results["encoders"][
+  assert results["checkpoint"]["step"] == 2 and "fraction_1/seed_0/MI" in results["encoders"][
       "crema_step2"]["runs"]
   # A second run finds the data and the finished checkpoint: nothing is redone.
   manifest = tmp_path / "prepared" / "ptbxl" / "1.0.0" / "manifest.json"
