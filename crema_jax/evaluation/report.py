@@ -114,10 +114,9 @@ def subgroup_table(results: dict) -> str:
     for task in names:
       e = by_task[task][group]
       cell = "-" if not e.get("n") or not np.isfinite(e["auroc"]) else f"{e['auroc']:.3f}"
-      if e.get("auroc_ci") is not None and np.isfinite(e.get("auroc", np.nan)):
-        ci = e["auroc_ci"]
-        if all(np.isfinite(ci)):
-          cell += f" [{ci[0]:.2f}, {ci[1]:.2f}]"
+      ci = e.get("auroc_ci")
+      if isinstance(ci, list) and cell != "-" and np.isfinite(ci).all():
+        cell += f" [{ci[0]:.2f}, {ci[1]:.2f}]"
       row.append(cell)
     rows.append(row)
   return f"{encoder}, test fold\n\n" + _table(["subgroup", "ECGs", *names], rows)

@@ -367,8 +367,8 @@ def subgroup_scores(evaluated: dict, tasks: dict, prepared: storage.PreparedSour
         entry = scores.score_task(labels, fit.test_scores[rows], fit.thresholds,
                                   task.classes, bootstrap=config.bootstrap,
                                   seed=config.seed) if len(rows) else {"n": 0}
-        out[encoder][name][group] = {k: entry.get(k, float("nan"))
-                                     for k in ("n", "auroc", "auroc_ci")}
+        out[encoder][name][group] = {k: entry[k] for k in ("n", "auroc", "auroc_ci")
+                                     if k in entry}
   return out
 
 

@@ -36,3 +36,21 @@ def test_demo_writes_data_pretrains_and_probes(tmp_path):
   assert again == {"pretrain": again["pretrain"]}
   assert again["pretrain"]["start_step"] == 2
   assert manifest.stat().st_mtime_ns == written
+
+
+def test_a_pretrained_demo_checkpoint_beats_random_init(tmp_path):
+  """The point of pretraining, on the demo's data with a fixed seed: 150 HL steps on 200
+  synthetic patients lift the super-diagnostic probe by a stated margin over the same
+  probe on a random-initialised encoder (measured here: 0.879 vs 0.801, +0.078 with a
+  paired 95% interval of [+0.010, +0.132]; the full demo gives +0.116)."""
+  config = demo_configs.get_config()
+  config.data.raw_dir = str(tmp_path / "ptbxl")
+  config.data.data_dir = str(tmp_path / "prepared")
+  config.update(demo_patients=200, total_steps=150, checkpoint_every=150,
+                progress_bar=False)
+  config.evaluation.update(tasks=("superdiagnostic",), label_fractions=(1.0,),
+                           seeds=(0,), bootstrap=0, robustness=(), reduced_leads=(),
+                           plots=False, progress_bar=False)
+  out = demo.run(config, tmp_path / "run")
+  paired = out["probe"]["comparisons"]["crema_step150 - random_init"]["superdiagnostic"]
+  assert paired["difference"] > 0.04, paired
