@@ -401,19 +401,28 @@ def reduced_lead_scores(encoder: Encoder, result: dict, tasks: dict,
   return out
 
 
-def domain_scores(encoder: Encoder, result: dict, config: ml_collections.ConfigDict,
-                  mesh, workdir: pathlib.Path) -> dict:
-  """Each of `config.domains` (another hospital's prepared, labelled source) on its own
-  test split: within-source probes at `domain_label_fractions`, and the primary PTB-XL
-  probe transferred (`domains`). {source: {"path", "split_file", "ecgs", "tasks":
-  {task: {"within": {fraction: scores}, "transferred": scores, "classes_matched"}}}}."""
-  out = {}
-  first = config.seeds[0]
+@dataclasses.dataclass
+class Domain:
+  """Another hospital's prepared, labelled source and the split it is probed on."""
+  name: str
+  prepared: storage.PreparedSource
+  tasks: dict[str, tasks_lib.Task]
+  positions: dict[str, np.ndarray]  # {"train", "val", "test": prepared positions}
+  split_file: pathlib.Path
+
+
+def load_domains(config: ml_collections.ConfigDict, pretrain: ml_collections.ConfigDict,
+                 trained: ml_collections.ConfigDict,
+                 workdir: pathlib.Path) -> list[Domain]:
+  """Each of `config.domains` opened, checked against the checkpoint and split, before
+  any encoder runs: a source at another rate, too short or too small for a train, val
+  and test split is refused here. Only the super-diagnostic and binary tasks apply
+  outside PTB-XL (other sources have no SCP statements)."""
+  out = []
   for domain in config.domains:
     data_dir, name = domain.split(":")
     prepared = storage.PreparedSource(data_dir, name)
-    every = np.arange(len(prepared))
-    restore.check_compatible(encoder.config, encoder.config, prepared, every)
+    restore.check_compatible(pretrain, trained, prepared, np.arange(len(prepared)))
     names = [t for t in config.tasks if t in tasks_lib.SUPERCLASS_TASKS or
              tasks_lib.is_ptbxl(prepared)]
     tasks = tasks_lib.build(names, prepared)
@@ -421,11 +430,34 @@ def domain_scores(encoder: Encoder, result: dict, config: ml_collections.ConfigD
     split_file = workdir / "domain_splits" / f"{name}.json"
     positions = domains_lib.domain_split(prepared, strata, config.domain_split_seed,
                                          split_file)
-    frozen = {s: encoder.extract(prepared, positions[s], mesh, config.feature_batch_size)
+    empty = [s for s, p in positions.items() if not len(p)]
+    if empty:
+      patients = len(np.unique(prepared.index["patient_id"]))
+      raise ValueError(
+          f"domains entry {domain!r}: {len(prepared)} ECGs of {patients} patients "
+          f"leave the {'/'.join(empty)} split empty (split "
+          f"{domains_lib.SPLIT_FRACTIONS} by patient): too small to probe; drop it "
+          f"from domains (and delete {split_file})")
+    out.append(Domain(name, prepared, tasks, positions, split_file))
+  return out
+
+
+def domain_scores(encoder: Encoder, result: dict, domains: list[Domain],
+                  config: ml_collections.ConfigDict, mesh) -> dict:
+  """Each domain on its own test split: within-source probes at
+  `domain_label_fractions`, and the primary PTB-XL probe transferred by class name.
+  {source: {"path", "split_file", "ecgs", "tasks": {task: {"within": {fraction:
+  scores}, "transferred": scores, "classes_matched"}}}}."""
+  out = {}
+  first = config.seeds[0]
+  for domain in domains:
+    positions = domain.positions
+    frozen = {s: encoder.extract(domain.prepared, positions[s], mesh,
+                                 config.feature_batch_size)
               for s in domains_lib.SPLITS}
-    entry = {"path": str(prepared.path), "split_file": str(split_file),
+    entry = {"path": str(domain.prepared.path), "split_file": str(domain.split_file),
              "ecgs": {s: int(len(p)) for s, p in positions.items()}, "tasks": {}}
-    for task_name, task in tasks.items():
+    for task_name, task in domain.tasks.items():
       within = {}
       for fraction in config.domain_label_fractions:
         rows = splits.fraction_by_patient(frozen["train"]["patient"], fraction, first)
@@ -451,7 +483,7 @@ def domain_scores(encoder: Encoder, result: dict, config: ml_collections.ConfigD
           sub, frozen["test"], logits, head.thresholds[head_cols], config,
           config.bootstrap, first)
       entry["tasks"][task_name]["classes_matched"] = list(sub.classes)
-    out[name] = entry
+    out[domain.name] = entry
   return out
 
 
@@ -477,6 +509,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> 
                                            np.concatenate(list(positions.values())))
   shifts.check_names(config.robustness, data.sampling_rate)
   tasks = tasks_lib.build(config.tasks, prepared)
+  domains = load_domains(config, pretrain, restored.trained, workdir)
 
   # Encoders: the pretrained one, and the baseline row.
   encoders = [Encoder(f"crema_step{restored.step}", pretrain, restored.model,
@@ -496,8 +529,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> 
     if config.reduced_leads:
       result["reduced_leads"] = reduced_lead_scores(encoder, result, tasks, prepared,
                                                     positions, config, mesh)
-    if config.domains:
-      result["domains"] = domain_scores(encoder, result, config, mesh, workdir)
+    if domains:
+      result["domains"] = domain_scores(encoder, result, domains, config, mesh)
   comparisons = paired_differences(evaluated, tasks, config) if len(encoders) > 1 else {}
 
   results = {

@@ -282,3 +282,61 @@ def test_a_missing_source_folder_stops_before_any_work(world, tmp_path):
   config.data.corpus.samitrop.raw_dir = str(world["root"] / "samitrop")
   with pytest.raises(ValueError, match="weight=0.0 must be positive"):
     prepare.prepare_from_config(config.data, show_progress=False)
+
+
+
+DX_BY_CLASS = {"NORM": "426783006", "MI": "164865005", "STTC": "164861001",
+               "CD": "164909002", "HYP": "164873001"}
+
+
+def _domain_config(pretrained, sources):
+  config, workdir = pretrained
+  evaluation = config.evaluation.copy_and_resolve_references()
+  evaluation.checkpoint = str(workdir)
+  evaluation.update(tasks=("superdiagnostic", "CD", "rhythm"), label_fractions=(1.0,),
+                    seeds=(0,), bootstrap=0, robustness=(), reduced_leads=(),
+                    random_init_baseline=False, plots=False, num_reconstructions=0,
+                    domain_label_fractions=(1.0,), domains=tuple(sources))
+  return evaluation
+
+
+def test_another_hospital_is_probed_within_source_and_with_the_ptbxl_probe(
+    pretrained, tmp_path):
+  """A CinC-format hospital (SNOMED-CT Dx codes -> superclasses) as a `domain` of the
+  PTB-XL probe: its own stored patient split, a within-source probe, and the PTB-XL
+  head transferred by class name; no SCP rhythm task outside PTB-XL."""
+  from crema_jax.evaluation import run  # pylint: disable=g-import-not-at-top
+  classes = list(DX_BY_CLASS)
+  for i in range(40):
+    digital = np.round(_ecg(200 + i, 10, 500) * 1000)
+    _write_challenge(tmp_path / "raw" / "hospital", f"Q{i:04d}", digital, 1000, 500,
+                     dx=DX_BY_CLASS[classes[i % 5]])
+  data = demo.get_config("test").data
+  data.update(source="cinc", name="hospital", raw_dir=str(tmp_path / "raw"),
+              data_dir=str(tmp_path / "prepared"), prepare_workers=1)
+  data.leakage.ptbxl_dir = ""
+  prepare.prepare_from_config(data, show_progress=False)
+  results = run.evaluate(
+      _domain_config(pretrained, [f"{tmp_path / 'prepared'}:hospital"]),
+      tmp_path / "eval")
+  source = results["encoders"]["crema_step2"]["domains"]["hospital"]
+  assert set(source["tasks"]) == {"superdiagnostic", "CD"}
+  assert sum(source["ecgs"].values()) == 40 and min(source["ecgs"].values()) > 0
+  assert (tmp_path / "eval" / "domain_splits" / "hospital.json").is_file()
+  superdiagnostic = source["tasks"]["superdiagnostic"]
+  assert superdiagnostic["classes_matched"] == list(records.SUPERCLASSES)
+  assert set(superdiagnostic["within"]) == {"1"}
+  for scored in (superdiagnostic["within"]["1"], superdiagnostic["transferred"]):
+    assert 0.0 <= scored["auroc"] <= 1.0 and scored["n"] > 0
+  assert "## Other sources" in (tmp_path / "eval" / "results.md").read_text()
+
+
+def test_a_source_too_small_to_split_is_refused_before_any_probe(
+    prepared_corpus, pretrained, tmp_path):
+  """The corpus's CODE-15% holds 6 ECGs of 4 patients: no train/val/test split."""
+  from crema_jax.evaluation import run  # pylint: disable=g-import-not-at-top
+  corpus, _ = prepared_corpus
+  config = _domain_config(pretrained, [f"{corpus.data.data_dir}:code15"])
+  with pytest.raises(ValueError, match=r"code15.*6 ECGs of 4 patients.*empty"):
+    run.evaluate(config, tmp_path)
+  assert not (tmp_path / "results.json").exists()
