@@ -74,6 +74,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.plots = True
   config.num_reconstructions = 3
   config.progress_bar = True
+  config.save_classifiers = True         # classifiers/TASK: head, thresholds, model card.
 
   if arg == "quick":
     config.seeds = (0,)

@@ -2,8 +2,9 @@
 
 Overrides go after the config: `--config.model.emb_dim=512 --config.batch_size=128`.
 `config.mode` picks the job (`JOBS`): "pretrain" (crema_jax.train), "probe" /
-"finetune" (crema_jax.evaluation.run: a checkpoint on PTB-XL) or "demo"
-(crema_jax.demo: synthetic data -> prepare -> pretrain -> probe).
+"finetune" (crema_jax.evaluation.run: a checkpoint on PTB-XL), "demo"
+(crema_jax.demo: synthetic data -> prepare -> pretrain -> probe), or "embed" /
+"predict" / "export" (crema_jax.inference: a checkpoint on anyone's ECG files).
 Multi-host (TPU pod, SLURM, `launch/local_multiprocess.sh`): the same command on every
 host; `jax.distributed` starts first (see crema_jax/distributed.py and --distributed).
 """
@@ -25,6 +26,9 @@ JOBS = {
     "probe": ("crema_jax.evaluation.run", "evaluate"),
     "finetune": ("crema_jax.evaluation.run", "evaluate"),
     "demo": ("crema_jax.demo", "run"),
+    "embed": ("crema_jax.inference.embed", "run"),
+    "predict": ("crema_jax.inference.predict", "run"),
+    "export": ("crema_jax.inference.export", "run"),
 }
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",

@@ -54,14 +54,6 @@ def _init_worker(source: records.Source, exclusion: leakage.Exclusion | None = N
   _SOURCE, _EXCLUSION, _MAX_AMPLITUDE_MV = source, exclusion, max_amplitude_mv
 
 
-def _record_path(record: records.Record, key: str) -> str:
-  """The record's file, for messages: under the reader's root when it has one."""
-  root = getattr(_SOURCE, "root", None)
-  if root and record.record_name:
-    return str(pathlib.Path(root) / record.record_name)
-  return key
-
-
 def _num_leads(source: records.Source) -> int:
   return len(getattr(source, "leads", records.LEADS))
 
@@ -84,21 +76,13 @@ def _write_shard(task: tuple[int, int, list[str], str]) -> tuple[int, int]:
   leads = getattr(_SOURCE, "leads", records.LEADS)
   for key in keys:
     try:
-      record = _SOURCE.read(key)
-      # Checked as stored (float16), and stored as checked.
-      stored = records.stored_signal(record.ecg, _record_path(record, key),
-                                     _MAX_AMPLITUDE_MV, leads)
+      record, stored = records.checked_record(_SOURCE, key, _MAX_AMPLITUDE_MV, leads)
       # Inside the try: a field the stored dtypes cannot hold (an id beyond int64) is
       # this record's problem, not the shard's.
       serialized = features.serialize_example(record.to_example(stored))
       row = storage.index_row(record)
-    except records.RecordError as e:
-      skipped.append({"key": key, "path": e.path, "reason": e.reason})
-      continue
     except Exception as e:  # pylint: disable=broad-except
-      # Readers of third-party formats raise all sorts on corrupt files; one bad
-      # record must not stop a million-record run, so it is reported like the rest.
-      skipped.append({"key": key, "path": key, "reason": f"{type(e).__name__}: {e}"})
+      skipped.append(records.skip_report(key, e))
       continue
     for note in record.notes:
       notes[note] = notes.get(note, 0) + 1

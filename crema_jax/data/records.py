@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import pathlib
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -160,6 +161,27 @@ def stored_signal(ecg: np.ndarray, path: str, max_amplitude_mv: float = MAX_AMPL
                       f"{', '.join(bad)}: not physiological (a gain or unit error?); "
                       "data.max_amplitude_mv sets the limit")
   return stored
+
+
+def checked_record(source: Source, key: str, max_amplitude_mv: float = MAX_AMPLITUDE_MV,
+                   leads: Sequence[str] = LEADS) -> tuple[Record, np.ndarray]:
+  """(record, its signal as stored: float16 [time, leads] mV) of `key`, or
+  RecordError: checked as stored, and stored (or embedded) as checked. The one read
+  path of prepare and of `crema_jax.inference`."""
+  record = source.read(key)
+  root = getattr(source, "root", None)
+  path = str(pathlib.Path(root) / record.record_name) if (
+      root and record.record_name) else key
+  return record, stored_signal(record.ecg, path, max_amplitude_mv, leads)
+
+
+def skip_report(key: str, error: Exception) -> dict:
+  """{"key", "path", "reason"} of a record that could not be read. Readers of
+  third-party formats raise all sorts on corrupt files; one bad record must not stop a
+  million-record run, so any error is reported like a RecordError."""
+  if isinstance(error, RecordError):
+    return {"key": key, "path": error.path, "reason": error.reason}
+  return {"key": key, "path": key, "reason": f"{type(error).__name__}: {error}"}
 
 
 def check_leads(leads: Sequence[str]) -> tuple[str, ...]:

@@ -44,6 +44,7 @@ from crema_jax.evaluation import scores
 from crema_jax.evaluation import shifts
 from crema_jax.evaluation import splits
 from crema_jax.evaluation import tasks as tasks_lib
+from crema_jax.inference import classifier as classifier_lib
 from crema_jax import models
 from crema_jax import sharding
 
@@ -164,6 +165,7 @@ class Fit:
     test_features: the fine-tuned encoder's test features (fine-tuning only).
     apply: (prepared, positions, shift) -> [n, classes] logits of the fine-tuned
       model on other data (fine-tuning only).
+    params: {"crema", "head"} the fine-tuned parameters (fine-tuning only).
   """
   test_scores: np.ndarray
   thresholds: np.ndarray
@@ -172,6 +174,7 @@ class Fit:
   head: probe.LinearProbe | None = None
   test_features: np.ndarray | None = None
   apply: Callable | None = None
+  params: Any = None
 
 
 def fit_probe(task: tasks_lib.Task, frozen: dict, train_rows: np.ndarray,
@@ -220,7 +223,8 @@ def finetune_fit(encoder: Encoder, task: tasks_lib.Task, frozen: dict,
   thresholds = scores.best_f1_thresholds(task.labels[val_positions], val_scores)
   info = {"val_auroc": result.val_auroc, "best_step": result.best_step,
           "probe_val_auroc": lp.val_auroc, "l2": lp.l2, "history": result.history}
-  fit = Fit(test[:, emb:], thresholds, info, test_features=test[:, :emb])
+  fit = Fit(test[:, emb:], thresholds, info, test_features=test[:, :emb],
+            params=result.params)
   logits_fn = functools.partial(finetune_lib.logits, encoder.model)
   fit.apply = lambda data, positions, shift=None: extract(
       data, positions, mesh, embed_fn=logits_fn, shift=shift)["features"]
@@ -487,6 +491,41 @@ def domain_scores(encoder: Encoder, result: dict, domains: list[Domain],
   return out
 
 
+def write_classifiers(results: dict, result: dict, encoder: Encoder,
+                      restored: restore.Restored, tasks: dict,
+                      config: ml_collections.ConfigDict, workdir: pathlib.Path
+                      ) -> pathlib.Path:
+  """classifiers/TASK/ of the pretrained encoder's primary fit of every task (full
+  label fraction, first seed), each with its model card (`inference.classifier`)."""
+  root = workdir / "classifiers"
+  key = f"fraction_{max(config.label_fractions):g}/seed_{config.seeds[0]}"
+  ref = {"path": str(restored.path), "step": restored.step}
+  trained = restored.trained
+  for name, fit in result["primary"].items():
+    test = results["encoders"][encoder.name]["runs"][f"{key}/{name}"]
+    if config.mode == "probe":
+      head, params = fit.head.raw_head(), None
+    else:
+      head = (fit.params["head"]["w"], fit.params["head"]["b"])
+      params = fit.params["crema"]
+    card = classifier_lib.card(
+        task=name, definition=tasks[name].definition, classes=tasks[name].classes,
+        thresholds=fit.thresholds, encoder_config=encoder.config, mode=config.mode,
+        checkpoint_ref=ref,
+        pretraining={"data": {k: trained.data.get(k) for k in
+                              ("source", "name", "data_dir", "pretrain_folds")},
+                     "steps": restored.step, "loss": trained.loss.to_dict()},
+        leakage=restored.leakage, test={k: v for k, v in test.items()
+                                        if k != "history"},
+        protocol=results["protocol"],
+        training={k: v for k, v in fit.info.items() if k != "history"})
+    classifier_lib.save(root / name, task=name, classes=tasks[name].classes,
+                        thresholds=fit.thresholds, head=head,
+                        encoder_config=encoder.config, encoder_params=params,
+                        checkpoint_ref=ref, card=card)
+  return root
+
+
 # -------------------------------------------------------------------------- main
 def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   """Probes (or fine-tunes) the checkpoint and a random-initialised encoder; writes the
@@ -552,6 +591,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> 
   workdir.mkdir(parents=True, exist_ok=True)
   paths = report.write_outputs(results, evaluated, encoders[0], config, prepared, tasks,
                                workdir)
+  if config.save_classifiers:
+    paths["classifiers"] = write_classifiers(results, evaluated[encoders[0].name],
+                                             encoders[0], restored, tasks, config,
+                                             workdir)
   print(report.markdown(results, config))
   print("\n".join(f"{k}: {v}" for k, v in paths.items()))
   return results

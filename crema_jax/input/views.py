@@ -93,6 +93,13 @@ def crop(ecg: np.ndarray, window: int, rng: np.random.Generator | None) -> np.nd
   return _crops([ecg], window, rng)[0][0]
 
 
+def centred_crops(signals: list[np.ndarray], window: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+  """[n] records [time, leads] -> ([n, window, leads] centred crops, zero-padded;
+  valid [n] int32): the evaluation view of records read from files."""
+  return _crops(signals, window, None)
+
+
 def _crops(signals: list[np.ndarray], window: int,
            rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
   """[n] records -> ([n, window, leads] crops as stored (float16), valid [n] int32)."""

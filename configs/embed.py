@@ -1,0 +1,33 @@
+"""Features of every ECG in a folder of files (any reader; default `ecg_files`).
+
+  python -m crema_jax.main --config configs/embed.py --workdir /tmp/embed \
+      --config.checkpoint=/ckpt/crema --config.input=/data/hospital_ecgs
+
+`checkpoint`: a pretraining workdir or an evaluation's classifiers/TASK folder (its
+fine-tuned encoder). The preprocessing (rate, leads, length, normalisation) is the
+checkpoint's; `input_source` names the reader (crema_jax/data/readers/registry.py).
+`configs/predict.py` and `configs/export.py` start from this config.
+"""
+
+import ml_collections
+
+
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+  del arg
+  config = ml_collections.ConfigDict()
+  config.mode = "embed"
+  config.checkpoint = ""             # Pretraining workdir or classifiers/TASK folder.
+  config.checkpoint_step = 0         # 0: the latest (pretraining checkpoints).
+  config.input = ""                  # The folder of ECG files.
+  config.input_source = "ecg_files"  # Any reader of the registry (dicom, wfdb, ...).
+  config.input_leads = ()            # Leads the files hold, if fewer than the
+                                     # checkpoint's: the others are zeroed.
+  config.lead_aliases = ""           # File lead names to rename, e.g. "MLII=II".
+  config.long_seconds = 60.0         # Longer recordings: windows of the view length
+  config.window_stride_seconds = 0.0  # every stride (0: the view length); 0: off.
+  config.batch_size = 64
+  config.read_workers = 2            # Processes reading files while the model runs.
+  config.progress_bar = True
+  config.mesh = ml_collections.ConfigDict({"fsdp": 1})
+  config.platforms = ("cpu", "cuda")  # export: platforms to lower for.
+  return config
