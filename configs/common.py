@@ -37,6 +37,7 @@ def data_config() -> ml_collections.ConfigDict:
   c.prepare_workers = 2
   c.leads = LEADS               # A subset (e.g. ("I",), ("I", "II")) for reduced leads.
   c.lead_aliases = ""           # Header names to rename first, e.g. "MLII=II".
+  c.derive_limb_leads = False   # ecg_files: III, aVR, aVL, aVF from I and II when absent.
   c.window_seconds = 0.0        # > 0: cut records longer than long_seconds into windows
   c.window_stride_seconds = 0.0  # of this length every stride (0: stride = window).
   c.long_seconds = 60.0

@@ -23,6 +23,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.input_leads = ()            # Leads the files hold, if fewer than the
                                      # checkpoint's: the others are zeroed.
   config.lead_aliases = ""           # File lead names to rename, e.g. "MLII=II".
+  # GE MUSE stores 8 leads (I, II, V1-V6): III, aVR, aVL, aVF are computed from I
+  # and II (Einthoven, Goldberger), as MUSE itself displays them.
+  config.derive_limb_leads = True
   config.long_seconds = 60.0         # Longer recordings: windows of the view length
   config.window_stride_seconds = 0.0  # every stride (0: the view length); 0: off.
   config.batch_size = 64

@@ -59,6 +59,19 @@ class Classifier:
     return model_lib.Preprocessing.of(self.config)
 
 
+def probability(logit_thresholds: np.ndarray) -> np.ndarray:
+  """The evaluation's F1 thresholds (on logits) as thresholds on the probabilities
+  the classifier outputs; +inf (a class without validation positives: never
+  predicted) stays +inf."""
+  t = np.asarray(logit_thresholds, np.float64)
+  with np.errstate(over="ignore"):
+    return np.where(np.isfinite(t), 1 / (1 + np.exp(-t)), np.inf)
+
+
+def _thresholds_json(thresholds) -> list:
+  return [float(t) if np.isfinite(t) else None for t in thresholds]
+
+
 def is_classifier(path: str | pathlib.Path) -> bool:
   return (pathlib.Path(path) / SPEC_FILE).is_file()
 
@@ -77,7 +90,7 @@ def save(directory: pathlib.Path, *, task: str, classes, thresholds: np.ndarray,
     with ocp.StandardCheckpointer() as saver:
       saver.save(directory / ENCODER_DIR, encoder_params, force=True)
   spec = {"format": FORMAT, "task": task, "classes": list(classes),
-          "thresholds": [float(t) for t in thresholds],
+          "thresholds": _thresholds_json(thresholds),  # None: never predicted.
           "encoder": ({"fine_tuned": ENCODER_DIR, "from": checkpoint_ref}
                       if encoder_params is not None else
                       {"checkpoint": checkpoint_ref}),
@@ -120,8 +133,10 @@ def load(directory: str | pathlib.Path, mesh) -> Classifier:
                      f"{(model.emb_dim, len(spec['classes']))}")
   params = {"crema": crema,
             "head": jax.device_put(head, sharding.replicated(mesh))}
+  thresholds = np.array([np.inf if t is None else t for t in spec["thresholds"]],
+                        np.float64)
   return Classifier(directory, config, model, params, tuple(spec["classes"]),
-                    np.asarray(spec["thresholds"], np.float32), spec)
+                    thresholds, spec)
 
 
 # --------------------------------------------------------------------- model card
@@ -136,10 +151,12 @@ def card(*, task: str, definition: str, classes, thresholds, encoder_config,
       "task": task, "definition": definition,
       "outputs": {
           "probabilities": [f"p_{c}" for c in classes],
-          "labels": [{"name": c, "column": i, "threshold": float(t)}
-                     for i, (c, t) in enumerate(zip(classes, thresholds))],
+          "labels": [{"name": c, "column": i, "threshold": t} for i, (c, t) in
+                     enumerate(zip(classes, _thresholds_json(thresholds)))],
           "activation": "sigmoid per label (multi-label)",
-          "thresholds": "each label's F1-optimal threshold on the validation fold"},
+          "thresholds": ("the probability at which each label's F1 is highest on the "
+                         "validation fold (none: no validation positive, never "
+                         "predicted)")},
       "preprocessing": model_lib.Preprocessing.of(encoder_config).describe(),
       "model": {**_model_entry(encoder_config), "head": head},
       "pretraining": {"checkpoint": checkpoint_ref, **pretraining},
@@ -179,8 +196,9 @@ def card_markdown(fields: dict) -> str:
   per_class = fields["evaluation"]["test"].get("per_class", {})
   for label in fields["outputs"]["labels"]:
     auroc = per_class.get(label["name"], {}).get("auroc", float("nan"))
-    lines.append(f"| {label['column']} | {label['name']} | {label['threshold']:.4f} | "
-                 f"{auroc:.3f} |")
+    threshold = ("never" if label["threshold"] is None else
+                 f"{label['threshold']:.4f}")
+    lines.append(f"| {label['column']} | {label['name']} | {threshold} | {auroc:.3f} |")
   test = fields["evaluation"]["test"]
   ci = test.get("auroc_ci")
   lines += ["", "## Test metrics", "",

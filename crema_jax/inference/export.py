@@ -73,7 +73,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
         "features": f"[b, {found.model.emb_dim}] float32",
         "probabilities": f"[b, {len(found.classes)}] float32 sigmoid, columns "
                          f"{list(found.classes)}",
-        "thresholds": [float(t) for t in found.thresholds]}
+        "thresholds": found.spec["thresholds"]}
     card = found.path / "MODEL_CARD.md"
   for name, blob in files.items():
     (workdir / name).write_bytes(blob)

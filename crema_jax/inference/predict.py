@@ -67,7 +67,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   summary = {"input": str(config.input), "input_source": config.input_source,
              "classifier": str(found.path), "task": found.spec["task"],
              "classes": list(found.classes),
-             "thresholds": [float(t) for t in found.thresholds], "ecgs": count,
+             "thresholds": found.spec["thresholds"], "ecgs": count,
              "keys": num_keys, "skipped": len(skipped), "seconds": round(seconds, 3),
              "preprocessing": pre.describe()}
   (workdir / "predict.json").write_text(json.dumps(summary, indent=1))

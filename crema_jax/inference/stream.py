@@ -49,7 +49,8 @@ def build_source(config: ml_collections.ConfigDict,
   data = ml_collections.ConfigDict({
       "source": config.input_source, "raw_dir": config.input, "name": "input",
       "sampling_rate": pre.sampling_rate, "min_seconds": pre.min_seconds,
-      "leads": input_leads(config, pre), "lead_aliases": config.lead_aliases})
+      "leads": input_leads(config, pre), "lead_aliases": config.lead_aliases,
+      "derive_limb_leads": config.derive_limb_leads})
   source = registry.build_source(data)
   if config.long_seconds > 0 and callable(getattr(source, "read_span", None)):
     source = windows.Windowed(source, pre.seconds,

@@ -20,6 +20,7 @@ from crema_jax.evaluation import finetune
 from crema_jax.evaluation import restore
 from crema_jax.evaluation import run
 from crema_jax.evaluation import tasks as tasks_lib
+from crema_jax.inference import classifier
 from crema_jax.input import pipeline
 from crema_jax import models
 from crema_jax import sharding
@@ -210,8 +211,18 @@ def test_finetuning_starts_from_the_probe_and_moves_the_encoder(pretrained, tmp_
   assert np.isfinite(task_run["probe_val_auroc"])
   assert task_run["val_auroc"] >= task_run["probe_val_auroc"]  # The probe is step 0.
   with np.load(tmp_path / "embeddings.npz") as emb:  # The fine-tuned encoder's.
-    assert emb["test_features_finetuned_superdiagnostic"].shape[1] == config.model.emb_dim
+    tuned_test = emb["test_features_finetuned_superdiagnostic"]
+    assert tuned_test.shape[1] == config.model.emb_dim
     assert "train_features" not in emb  # No frozen features are computed for it.
+  # Its classifier folder holds the fine-tuned encoder: the same test features.
+  folder = tmp_path / "classifiers" / "superdiagnostic"
+  found = classifier.load(folder, sharding.make_mesh())
+  assert "fine_tuned" in found.spec["encoder"]
+  prepared = storage.PreparedSource(config.data.data_dir, config.data.name)
+  tuned = features_lib.extract_features(
+      found.model, found.params["crema"], found.config, prepared,
+      config.data.test_folds, sharding.make_mesh())["features"]
+  np.testing.assert_allclose(tuned, tuned_test, rtol=2e-4, atol=2e-4)
   # The loop itself: step 0 is the fitted probe exactly; the encoder moves, the
   # decoder does not.
   mesh = sharding.make_mesh()

@@ -14,13 +14,17 @@ import numpy as np
 from pydicom.data import get_testdata_file
 import pytest
 
+import ecg_fixtures  # In tests/integration/, the test's folder.
 from configs import embed as embed_configs
 from configs import export as export_configs
 from configs import predict as predict_configs
-from crema_jax.data.readers import dicom
+from crema_jax.data.readers import ecg_files
+from crema_jax.data import records
 from crema_jax.data import storage
 from crema_jax.evaluation import features as features_lib
 from crema_jax.evaluation import run
+from crema_jax.evaluation import scores
+from crema_jax.evaluation import tasks as tasks_lib
 from crema_jax.inference import classifier
 from crema_jax.inference import embed
 from crema_jax.inference import export
@@ -44,14 +48,34 @@ def _probed(pretrained, tmp_path_factory):
   return out, run.evaluate(evaluation, out)
 
 
-@pytest.fixture(name="dicom_folder")
-def _dicom_folder(tmp_path):
-  """The real pydicom 12-lead ECG twice (two sites) and a corrupt .dcm."""
-  for site in ("a", "b"):
-    (tmp_path / "ecgs" / site).mkdir(parents=True)
-    shutil.copy(DICOM, tmp_path / "ecgs" / site / "ecg.dcm")
-  (tmp_path / "ecgs" / "b" / "broken.dcm").write_bytes(b"DICM" + bytes(300))
-  return tmp_path / "ecgs"
+def _wave(seconds: float, rate: float, leads: int, seed: int) -> np.ndarray:
+  """[time, leads] mV: a different sum of sines per lead."""
+  rng = np.random.default_rng(seed)
+  t = np.arange(int(seconds * rate))[:, None] / rate
+  freq, phase = rng.uniform(0.8, 8, (2, leads)), rng.uniform(0, 6.28, (2, leads))
+  return (0.4 * np.sin(2 * np.pi * freq[0] * t + phase[0]) +
+          0.2 * np.sin(2 * np.pi * freq[1] * t + phase[1])).astype(np.float32)
+
+
+@pytest.fixture(name="hospital")
+def _hospital(tmp_path):
+  """A hospital's export: the real pydicom 12-lead DICOM ECG, an HL7 aECG and a GE
+  MUSE XML (8 leads stored; III, aVR, aVL, aVF derived), a corrupt XML."""
+  root = tmp_path / "ecgs"
+  for site in ("dicom", "aecg", "muse"):
+    (root / site).mkdir(parents=True)
+  shutil.copy(DICOM, root / "dicom" / "ecg.dcm")
+  ecg_fixtures.write_hl7_aecg(root / "aecg" / "ecg.xml", _wave(10, 500, 12, 1), 500,
+                              records.LEADS, "P-17")
+  ecg_fixtures.write_muse_xml(root / "muse" / "ecg.xml",
+                              _wave(10, 500, 8, 2), 500, ecg_fixtures.MUSE_LEADS,
+                              "P-18")
+  text = (root / "aecg" / "ecg.xml").read_text()
+  (root / "aecg" / "broken.xml").write_text(text[:len(text) // 2])
+  return root
+
+
+KEYS = ["aecg/ecg.xml", "dicom/ecg.dcm", "muse/ecg.xml"]
 
 
 def _inference_config(get_config, checkpoint, folder, **overrides):
@@ -79,25 +103,28 @@ def test_a_probe_writes_a_classifier_with_its_model_card(probed, pretrained):
   assert card["preprocessing"]["sampling_rate_hz"] == pretrained[0].data.sampling_rate
   assert card["leakage"] == results["leakage"]
   assert "## Outputs" in (folder / "MODEL_CARD.md").read_text()
-  # The classifier computes what the evaluation scored: its features are the probe's
-  # test features and its probabilities the sigmoid of the probe's logits.
+  # The classifier computes what the evaluation scored: on the test ECGs the task
+  # keeps, its probabilities rank and its decisions split them as the probe's logits
+  # and thresholds did (same per-class AUROC and F1).
   mesh = sharding.make_mesh()
   found = classifier.load(folder, mesh)
   config = pretrained[0]
   prepared = storage.PreparedSource(config.data.data_dir, config.data.name)
-  test_positions = storage.fold_positions(prepared, config.data.test_folds)
-  batch = next(features_lib.views(found.config, prepared, (), 8,
-                                  positions=test_positions[:8]))
-  raw = next(iter(_raw_views(found.config, prepared, test_positions[:8])))
+  task = tasks_lib.build(("superdiagnostic",), prepared)["superdiagnostic"]
+  positions = storage.fold_positions(prepared, config.data.test_folds)
+  positions = positions[task.rows(positions)]
+  raw = next(iter(_raw_views(found.config, prepared, positions)))
   classify = jax.jit(model_lib.classify_fn(found.model, found.preprocessing.normalize))
-  feats, probs = model_lib.apply_sharded(classify, found.params, raw, mesh, 8)
-  with np.load(out / "embeddings.npz") as saved:
-    np.testing.assert_allclose(feats, saved["test_features"][:8], rtol=2e-4, atol=2e-4)
-  expected = features_lib.embed(found.model, found.params["crema"],
-                                jax.numpy.asarray(batch["view"]),
-                                jax.numpy.asarray(batch["valid"]))
-  logits = np.asarray(expected) @ found.params["head"]["w"] + found.params["head"]["b"]
-  np.testing.assert_allclose(probs, 1 / (1 + np.exp(-np.asarray(logits))), atol=1e-5)
+  _, probabilities = model_lib.apply_sharded(classify, found.params, raw, mesh,
+                                             model_lib.global_batch_size(
+                                                 len(positions), mesh))
+  again = scores.score_task(task.labels[positions], probabilities, found.thresholds,
+                            task.classes)
+  for name in task.classes:
+    for metric in ("auroc", "f1"):
+      np.testing.assert_allclose(again["per_class"][name][metric],
+                                 test["per_class"][name][metric], atol=1e-6,
+                                 err_msg=f"{name} {metric}")
 
 
 def _raw_views(config, prepared, positions):
@@ -107,45 +134,65 @@ def _raw_views(config, prepared, positions):
                                positions=positions)
 
 
-def test_embed_a_dicom_folder_skips_the_corrupt_file(probed, dicom_folder, tmp_path):
+def test_embed_a_hospital_folder_skips_the_corrupt_file(probed, hospital, tmp_path):
   checkpoint = probed[0] / "classifiers" / "superdiagnostic"
-  config = _inference_config(embed_configs.get_config, checkpoint, dicom_folder,
-                             input_source="dicom", read_workers=2, batch_size=1)
+  config = _inference_config(embed_configs.get_config, checkpoint, hospital,
+                             read_workers=2, batch_size=2)
   summary = embed.run(config, tmp_path / "embed")
-  assert summary["ecgs"] == 2 and summary["skipped"] == 1
+  assert summary["ecgs"] == 3 and summary["skipped"] == 1
   skipped = json.loads((tmp_path / "embed" / "skipped.json").read_text())
-  assert skipped[0]["key"] == "b/broken.dcm" and skipped[0]["reason"]
+  assert skipped[0]["key"] == "aecg/broken.xml" and "broken.xml" in skipped[0]["path"]
   with np.load(tmp_path / "embed" / "embeddings.npz") as saved:
-    assert list(saved["key"]) == ["a/ecg.dcm", "b/ecg.dcm"]
+    assert list(saved["key"]) == KEYS
     features = saved["features"]
-  # The same file: the same features; and they are the encoder's on the record as the
-  # DICOM reader reads it, standardised by the evaluation's own path.
-  np.testing.assert_allclose(features[0], features[1], rtol=1e-6)
+  # Each is the encoder's features of the record as the reader reads it, cast as
+  # stored and standardised by the evaluation's own path.
   found = classifier.load(checkpoint, sharding.make_mesh())
   pre = found.preprocessing
-  record = dicom.DicomECG(dicom_folder, sampling_rate=pre.sampling_rate).read(
-      "a/ecg.dcm")
-  x = record.ecg.astype(np.float16).astype(np.float32)[None, :pre.seq_len]
-  valid = np.array([x.shape[1]], np.int32)
-  x = np.pad(x, ((0, 0), (0, pre.seq_len - x.shape[1]), (0, 0)))
-  x = features_lib.standardize_batch(x, valid)
-  expected = features_lib.embed(found.model, found.params["crema"], x, valid)
-  np.testing.assert_allclose(features[0], np.asarray(expected)[0], rtol=2e-4,
-                             atol=2e-4)
+  source = ecg_files.ECGFiles(hospital, sampling_rate=pre.sampling_rate,
+                              derive_limb_leads=True)
+  for key, got in zip(KEYS, features):
+    x = source.read(key).ecg.astype(np.float16).astype(np.float32)[None, :pre.seq_len]
+    valid = np.array([x.shape[1]], np.int32)
+    x = np.pad(x, ((0, 0), (0, pre.seq_len - x.shape[1]), (0, 0)))
+    expected = features_lib.embed(found.model, found.params["crema"],
+                                  features_lib.standardize_batch(x, valid), valid)
+    np.testing.assert_allclose(got, np.asarray(expected)[0], rtol=2e-4, atol=2e-4,
+                               err_msg=key)
+
+
+def test_embed_a_two_lead_holter_in_windows(probed, shared_data, tmp_path):
+  """MIT-BIH record 100 (MLII, V5; 30 min at 360 Hz): 10 s windows at the
+  checkpoint's rate, its two leads in their places and the other ten zeroed."""
+  (tmp_path / "holter").mkdir()
+  for suffix in (".hea", ".dat", ".atr"):
+    shutil.copy(shared_data / "mitdb" / f"100{suffix}", tmp_path / "holter")
+  config = _inference_config(embed_configs.get_config, probed[0] / "classifiers" /
+                             "superdiagnostic", tmp_path / "holter",
+                             input_leads=("II", "V5"), lead_aliases="MLII=II",
+                             batch_size=32)
+  summary = embed.run(config, tmp_path / "embed")
+  assert summary["ecgs"] == 180 and summary["skipped"] == 0
+  with np.load(tmp_path / "embed" / "embeddings.npz") as saved:
+    assert saved["key"][90] == "100.hea#w90" and saved["features"].shape[0] == 180
+    assert np.isfinite(saved["features"]).all()
+    assert len({tuple(np.round(f, 4)) for f in saved["features"][:5]}) == 5
+  config.input_leads = ("II", "aVX")
+  with pytest.raises(ValueError, match="aVX"):
+    embed.run(config, tmp_path / "refused")
 
 
 def test_predict_writes_named_probabilities_and_thresholded_decisions(
-    probed, dicom_folder, tmp_path):
+    probed, hospital, tmp_path):
   checkpoint = probed[0] / "classifiers" / "superdiagnostic"
-  config = _inference_config(predict_configs.get_config, checkpoint, dicom_folder,
-                             input_source="dicom")
+  config = _inference_config(predict_configs.get_config, checkpoint, hospital)
   summary = predict.run(config, tmp_path / "predict")
   found = classifier.load(checkpoint, sharding.make_mesh())
   with open(tmp_path / "predict" / "predictions.csv", newline="") as f:
     table = list(csv.DictReader(f))
   assert list(table[0]) == (["key", "file"] + [f"p_{c}" for c in found.classes] +
                             list(found.classes))
-  assert [row["key"] for row in table] == ["a/ecg.dcm", "b/ecg.dcm"]
+  assert [row["key"] for row in table] == KEYS
   for row in table:
     for name, threshold in zip(found.classes, found.thresholds):
       assert int(row[name]) == int(float(row[f"p_{name}"]) >= threshold)
@@ -153,8 +200,8 @@ def test_predict_writes_named_probabilities_and_thresholded_decisions(
   assert (tmp_path / "predict" / "MODEL_CARD.md").is_file()
 
 
-def test_predict_refuses_a_pretraining_checkpoint(pretrained, dicom_folder, tmp_path):
-  config = _inference_config(predict_configs.get_config, pretrained[1], dicom_folder)
+def test_predict_refuses_a_pretraining_checkpoint(pretrained, hospital, tmp_path):
+  config = _inference_config(predict_configs.get_config, pretrained[1], hospital)
   with pytest.raises(ValueError, match="not a classifier folder"):
     predict.run(config, tmp_path)
 

@@ -22,7 +22,7 @@ def _config(**fields):
 
 def test_every_reader_is_registered():
   assert set(registry.READERS) == {"ptbxl", "wfdb", "cinc", "mimic_iv_ecg", "code15",
-                                  "samitrop", "dicom"}
+                                  "samitrop", "dicom", "ecg_files"}
 
 
 def test_reduced_lead_windows_from_config(shared_data, tmp_path):

@@ -9,13 +9,15 @@
 | `code15`       | code15.HDF5Exams        | exams.csv + exams_part*.hdf5                     |
 | `samitrop`     | code15.HDF5Exams        | exams.csv + exams.hdf5                           |
 | `dicom`        | dicom.DicomECG          | *.dcm 12-lead ECG Waveform Storage               |
+| `ecg_files`    | ecg_files.ECGFiles      | any file ecgdatakit reads: aECG, MUSE, EDF, ...  |
 
 A reader is built from the `data` config fields source, raw_dir, name, sampling_rate,
-min_seconds and leads; `window_seconds > 0` cuts long recordings into windows
-(`windows.Windowed`, WFDB-based readers only). Readers of lead-named files (wfdb, cinc,
-dicom) read just the `data.leads` they are asked for, so a 2-lead Holter serves a
-2-lead config; the 12-lead-only formats (ptbxl, mimic_iv_ecg, code15, samitrop) are
-read whole and cut to `data.leads` (`SelectLeads`).
+min_seconds and leads (wfdb and ecg_files also lead_aliases; ecg_files
+derive_limb_leads, when the config has it); `window_seconds > 0` cuts long recordings
+into windows (`windows.Windowed`, WFDB-based readers and ecg_files). Readers of
+lead-named files (wfdb, cinc, dicom, ecg_files) read just the `data.leads` they are
+asked for, so a 2-lead Holter serves a 2-lead config; the 12-lead-only formats (ptbxl,
+mimic_iv_ecg, code15, samitrop) are read whole and cut to `data.leads` (`SelectLeads`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import ml_collections
 from crema_jax.data.readers import cinc
 from crema_jax.data.readers import code15
 from crema_jax.data.readers import dicom
+from crema_jax.data.readers import ecg_files
 from crema_jax.data.readers import mimic_ecg
 from crema_jax.data.readers import ptbxl
 from crema_jax.data.readers import wfdb_folder
@@ -90,6 +93,14 @@ def _wfdb(cfg):
                                 lead_aliases=lead_aliases(cfg.get("lead_aliases", "")))
 
 
+def _ecg_files(cfg):
+  return ecg_files.ECGFiles(cfg.raw_dir, sampling_rate=cfg.sampling_rate,
+                            name=cfg.name, leads=_leads(cfg),
+                            min_seconds=cfg.min_seconds,
+                            lead_aliases=lead_aliases(cfg.get("lead_aliases", "")),
+                            derive_limb_leads=bool(cfg.get("derive_limb_leads", False)))
+
+
 def _hdf5(hdf5_glob):
   def build(cfg):
     return code15.HDF5Exams(cfg.raw_dir, sampling_rate=cfg.sampling_rate, name=cfg.name,
@@ -114,6 +125,7 @@ READERS: dict[str, Callable[..., records.Source]] = {
     "dicom": lambda cfg: dicom.DicomECG(cfg.raw_dir, sampling_rate=cfg.sampling_rate,
                                         name=cfg.name, leads=_leads(cfg),
                                         min_seconds=cfg.min_seconds),
+    "ecg_files": _ecg_files,
 }
 
 
