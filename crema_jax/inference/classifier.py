@@ -25,7 +25,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from crema_jax import checkpoint
-from crema_jax.inference import model as model_lib
+from crema_jax.inference import preprocessing
 from crema_jax import models
 from crema_jax.models import sizing
 from crema_jax import sharding
@@ -55,8 +55,8 @@ class Classifier:
   spec: dict
 
   @property
-  def preprocessing(self) -> model_lib.Preprocessing:
-    return model_lib.Preprocessing.of(self.config)
+  def preprocessing(self) -> preprocessing.Preprocessing:
+    return preprocessing.Preprocessing.of(self.config)
 
 
 def probability(logit_thresholds: np.ndarray) -> np.ndarray:
@@ -157,7 +157,7 @@ def card(*, task: str, definition: str, classes, thresholds, encoder_config,
           "thresholds": ("the probability at which each label's F1 is highest on the "
                          "validation fold (none: no validation positive, never "
                          "predicted)")},
-      "preprocessing": model_lib.Preprocessing.of(encoder_config).describe(),
+      "preprocessing": preprocessing.Preprocessing.of(encoder_config).describe(),
       "model": {**_model_entry(encoder_config), "head": head},
       "pretraining": {"checkpoint": checkpoint_ref, **pretraining},
       "leakage": leakage,

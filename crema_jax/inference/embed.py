@@ -27,6 +27,8 @@ import tqdm
 from crema_jax.evaluation import restore
 from crema_jax.inference import classifier as classifier_lib
 from crema_jax.inference import model as model_lib
+from crema_jax.inference import preprocessing
+from crema_jax.inference import reading
 from crema_jax.inference import stream
 from crema_jax import models
 from crema_jax import sharding
@@ -82,25 +84,25 @@ def load_encoder(config: ml_collections.ConfigDict, mesh) -> Loaded:
 
 
 def stream_outputs(fn, params, config: ml_collections.ConfigDict,
-                   pre: model_lib.Preprocessing, mesh, desc: str):
+                   pre: preprocessing.Preprocessing, mesh, desc: str):
   """(batches with fn's outputs under "out", skipped, source) of every ECG in
   `config.input`, read in worker processes while the model runs, with a progress bar.
   A generator of batches; `skipped` fills as it goes."""
-  source = stream.build_source(config, pre)
+  source = reading.build_source(config, pre)
   keys = list(source.keys())
   if not keys:
     raise FileNotFoundError(f"{config.input}: no file that {config.input_source} "
                             "reads")
   skipped = []
   batch_size = model_lib.global_batch_size(config.batch_size, mesh)
-  items = stream.read_items(source, keys, pre, config.read_workers)
+  items = reading.read_items(source, keys, pre, config.read_workers)
 
   def generate():
     with tqdm.tqdm(total=len(keys), unit="ecg", desc=desc,
                    disable=not config.progress_bar) as bar:
       rows = 0
       for batch in stream.batches(items, pre, batch_size, skipped,
-                                  stream.input_leads(config, pre)):
+                                  reading.input_leads(config, pre)):
         batch["out"] = model_lib.apply_sharded(fn, params, batch, mesh, batch_size)
         rows += len(batch["key"])
         bar.update(rows + len(skipped) - bar.n)
@@ -116,32 +118,39 @@ def concatenate(batches: list[dict], fields) -> dict:
 FIELDS = ("key", "source_file", "ecg_id", "patient_id", "age", "sex", "seconds")
 
 
+def embed_folder(loaded: Loaded, config: ml_collections.ConfigDict, mesh
+                 ) -> tuple[dict, list[dict], int]:
+  """(arrays: features [n, emb] and the FIELDS, skipped files, keys listed) of every
+  ECG in `config.input` under `loaded`'s encoder."""
+  pre = preprocessing.Preprocessing.of(loaded.config)
+  encode = jax.jit(model_lib.encode_fn(loaded.model, pre.normalize))
+  generated, skipped, num_keys = stream_outputs(encode, loaded.params, config, pre,
+                                                mesh, "embed")
+  batches = list(generated)
+  out = concatenate(batches, FIELDS) if batches else {f: np.array([]) for f in FIELDS}
+  out["features"] = (np.concatenate([b["out"] for b in batches]) if batches else
+                     np.zeros((0, loaded.model.emb_dim), np.float32))
+  return out, skipped, num_keys
+
+
 def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   """Embeds every ECG of `config.input`; returns the embed.json summary."""
   check_config(config)
   workdir = pathlib.Path(workdir)
   mesh = sharding.make_mesh(config.mesh.fsdp)
   loaded = load_encoder(config, mesh)
-  pre = model_lib.Preprocessing.of(loaded.config)
-  encode = jax.jit(model_lib.encode_fn(loaded.model, pre.normalize))
   start = time.perf_counter()
-  generated, skipped, num_keys = stream_outputs(encode, loaded.params, config, pre,
-                                                mesh, "embed")
-  batches = list(generated)
+  out, skipped, num_keys = embed_folder(loaded, config, mesh)
   seconds = time.perf_counter() - start
-  emb = loaded.model.emb_dim
-  out = concatenate(batches, FIELDS) if batches else {f: np.array([]) for f in FIELDS}
-  out["features"] = (np.concatenate([b["out"] for b in batches]) if batches else
-                     np.zeros((0, emb), np.float32))
   workdir.mkdir(parents=True, exist_ok=True)
   np.savez(workdir / "embeddings.npz", **out)
   (workdir / "skipped.json").write_text(json.dumps(skipped, indent=1))
   summary = {"input": str(config.input), "input_source": config.input_source,
              "encoder": loaded.origin, "ecgs": int(len(out["features"])),
-             "keys": num_keys, "skipped": len(skipped), "emb_dim": emb,
-             "seconds": round(seconds, 3),
+             "keys": num_keys, "skipped": len(skipped),
+             "emb_dim": loaded.model.emb_dim, "seconds": round(seconds, 3),
              "ecgs_per_second": round(len(out["features"]) / seconds, 2),
-             "preprocessing": pre.describe()}
+             "preprocessing": preprocessing.Preprocessing.of(loaded.config).describe()}
   (workdir / "embed.json").write_text(json.dumps(summary, indent=1))
   print(f"embedded {summary['ecgs']} ECGs ({len(skipped)} skipped: see "
         f"{workdir / 'skipped.json'}) in {seconds:.1f} s -> "

@@ -31,10 +31,11 @@ import numpy as np
 from crema_jax.inference import classifier as classifier_lib
 from crema_jax.inference import embed
 from crema_jax.inference import model as model_lib
+from crema_jax.inference import preprocessing
 from crema_jax import sharding
 
 
-def serialize(fn: Callable, params: Any, pre: model_lib.Preprocessing,
+def serialize(fn: Callable, params: Any, pre: preprocessing.Preprocessing,
               platforms: Sequence[str]) -> bytes:
   """fn(params, x, valid) with `params` folded in as constants, exported for a
   symbolic batch b: x [b, seq_len, leads] float32, valid [b] int32."""
@@ -59,7 +60,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   workdir.mkdir(parents=True, exist_ok=True)
   mesh = sharding.make_mesh(1, jax.devices()[:1])
   loaded = embed.load_encoder(config, mesh)
-  pre = model_lib.Preprocessing.of(loaded.config)
+  pre = preprocessing.Preprocessing.of(loaded.config)
   files = {"encoder.jax": serialize(model_lib.encode_fn(loaded.model, pre.normalize),
                                     loaded.params, pre, config.platforms)}
   outputs = {"encoder.jax": {"features": f"[b, {loaded.model.emb_dim}] float32"}}
