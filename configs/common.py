@@ -51,6 +51,7 @@ def data_config() -> ml_collections.ConfigDict:
   c.seq_len = 5000              # Samples per view (10 s at 500 Hz).
   c.normalize = "per_lead"      # "per_lead" (per-record standardisation) or "none".
   c.pretrain_folds = (1, 2, 3, 4, 5, 6, 7, 8)  # () = every record (unlabelled sources).
+  c.pretrain_patient_fraction = 1.0  # Pretrain on this share of the patients (nested).
   c.train_folds = (1, 2, 3, 4, 5, 6, 7, 8)
   c.val_folds = (9,)
   c.test_folds = (10,)

@@ -47,6 +47,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     problems.append(f"loss weights {weights} are all zero: nothing to learn")
   if config.loss.temperature <= 0:
     problems.append(f"loss.temperature={config.loss.temperature} must be positive")
+  fraction = config.data.get("pretrain_patient_fraction", 1.0)
+  if not 0.0 < fraction <= 1.0:
+    problems.append(f"data.pretrain_patient_fraction={fraction} is not in (0, 1]")
   if config.total_steps < 1:
     problems.append(f"total_steps={config.total_steps} must be at least 1")
   try:

@@ -351,6 +351,17 @@ def fold_positions(prepared: PreparedSource, folds: Sequence[int]) -> np.ndarray
   return np.flatnonzero(np.isin(prepared.index["fold"], np.asarray(folds)))
 
 
+def patient_fraction(patient_ids: np.ndarray, fraction: float) -> np.ndarray:
+  """[n] bool: the ECGs of a `fraction` of the patients, chosen by a fixed hash of the
+  patient id, so that a larger fraction holds every patient of a smaller one (nested
+  subsets, as a data-scaling study needs) whatever the order or the corpus around it."""
+  if fraction >= 1.0:
+    return np.ones(len(patient_ids), bool)
+  mixed = np.asarray(patient_ids).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+  mixed ^= mixed >> np.uint64(29)
+  return (mixed >> np.uint64(11)).astype(np.float64) / 2.0 ** 53 < fraction
+
+
 def pretrain_positions(prepared: PreparedSource, folds: Sequence[int]) -> np.ndarray:
   """Positions of a corpus member's pretraining records: those in `folds` plus every
   record without a fold (0: sources other than PTB-XL); all when `folds` is empty."""

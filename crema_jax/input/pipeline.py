@@ -120,6 +120,9 @@ def pretrain_dataset(config: ml_collections.ConfigDict, prepared: storage.Prepar
   positions = [storage.pretrain_positions(m, data.pretrain_folds) + start
                if prepared.members else storage.fold_positions(m, data.pretrain_folds)
                for m, start in zip(members, prepared.starts)]
+  fraction = data.get("pretrain_patient_fraction", 1.0)
+  positions = [p[storage.patient_fraction(prepared.index["patient_id"][p], fraction)]
+               for p in positions]
   subset = views.Subset(prepared, np.concatenate(positions))
   # One stream of subset indices per source, each shuffled and repeated on its own so
   # that a corpus mix keeps its weights whatever the sources' sizes.
