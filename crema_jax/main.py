@@ -4,7 +4,8 @@ Overrides go after the config: `--config.model.emb_dim=512 --config.batch_size=1
 `config.mode` picks the job (`JOBS`): "pretrain" (crema_jax.train), "probe" /
 "finetune" (crema_jax.evaluation.run: a checkpoint on PTB-XL), "demo"
 (crema_jax.demo: synthetic data -> prepare -> pretrain -> probe), or "embed" /
-"predict" / "export" (crema_jax.inference: a checkpoint on anyone's ECG files).
+"predict" / "export" (crema_jax.inference: a checkpoint on anyone's ECG files), or
+"study" (crema_jax.study: a grid of pretraining runs, each probed, in one table).
 Multi-host (TPU pod, SLURM, `launch/local_multiprocess.sh`): the same command on every
 host; `jax.distributed` starts first (see crema_jax/distributed.py and --distributed).
 """
@@ -29,6 +30,7 @@ JOBS = {
     "embed": ("crema_jax.inference.embed", "run"),
     "predict": ("crema_jax.inference.predict", "run"),
     "export": ("crema_jax.inference.export", "run"),
+    "study": ("crema_jax.study", "run"),
 }
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",

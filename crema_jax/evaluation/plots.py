@@ -145,3 +145,44 @@ def paired_differences(comparisons: Mapping[str, Mapping[str, Mapping]],
     ax.axvline(0, color="grey", linestyle=":", linewidth=1)
     ax.set(yticks=y, yticklabels=tasks, xlabel="macro AUROC difference", title=pair)
   return _save(fig, path)
+
+
+def study_curves(rows: Sequence[Mapping], x: str, series: str | None,
+                 evaluations: Sequence[str], tasks: Sequence[str],
+                 path: str | pathlib.Path) -> pathlib.Path:
+  """A study's test macro AUROC against its varied setting `x`: mean over seeds with
+  ±1 sd error bars, one panel per evaluation (linear probe, fine-tuning) side by side;
+  one line per task, or per value of `series` (for `tasks[0]`) when given.
+
+  rows: `study.collect` rows ({"cell", settings..., "seed", "<evaluation>_<task>_auroc"}).
+  """
+  xs = list(dict.fromkeys(r[x] for r in rows))
+  numeric = all(isinstance(v, (int, float)) for v in xs)
+  xs = sorted(xs) if numeric else xs
+  fig, axes = plt.subplots(1, len(evaluations), squeeze=False,
+                           figsize=(4.6 * len(evaluations), 3.6), sharey=True)
+  lines = ([(None, t) for t in tasks] if series is None else
+           [(v, tasks[0]) for v in dict.fromkeys(r[series] for r in rows)])
+  for ax, evaluation in zip(axes[0], evaluations):
+    for value, task in lines:
+      key = f"{evaluation}_{task}_auroc"
+      mean, sd = [], []
+      for point in xs:
+        got = [r[key] for r in rows if r[x] == point and key in r and
+               (series is None or r[series] == value)]
+        mean.append(np.nanmean(got) if got else np.nan)
+        sd.append(np.nanstd(got, ddof=1) if len(got) > 1 else 0.0)
+      where = xs if numeric else np.arange(len(xs))
+      label = task if series is None else f"{series} {value}"
+      ax.errorbar(where, mean, yerr=sd, marker="o", capsize=3, label=label)
+    if not numeric:
+      ax.set_xticks(np.arange(len(xs)), [str(v) for v in xs])
+    elif x in ("patch", "patients"):
+      ax.set_xscale("log")
+      ax.set_xticks(xs, [f"{v:g}" for v in xs])
+    title = {"probe": "linear probe", "finetune": "fine-tuning"}.get(evaluation,
+                                                                     evaluation)
+    ax.set(xlabel=x, title=title + ("" if series is None else f" ({tasks[0]})"))
+    ax.legend(fontsize=7)
+  axes[0][0].set_ylabel("test macro AUROC")
+  return _save(fig, path)

@@ -17,7 +17,9 @@ at each label fraction (sampled by patient) and seed, next to a random-initialis
 encoder. Then, at the full label fraction and first seed: paired bootstrap differences
 between the encoders, subgroups by age and sex, robustness shifts of the test signals,
 probes retrained on reduced lead sets, and other hospitals' data (`domains`). Outputs in
-the workdir: `results.json` (self-describing), `results.md`, figures, `embeddings.npz`.
+the workdir: `results.json` (self-describing), `results.md`, figures, `embeddings.npz`,
+`test_scores.npz` (the primary fits' test logits) and `classifiers/TASK` (head,
+thresholds and model card of each task, for `predict`).
 """
 
 from __future__ import annotations
@@ -592,6 +594,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> 
   workdir.mkdir(parents=True, exist_ok=True)
   paths = report.write_outputs(results, evaluated, encoders[0], config, prepared, tasks,
                                workdir)
+  # The primary fits' test-fold logits (studies pair cells on them).
+  paths["test_scores"] = workdir / "test_scores.npz"
+  np.savez(paths["test_scores"], position=positions["test"],
+           **{name: fit.test_scores for name, fit in
+              evaluated[encoders[0].name]["primary"].items()})
   if config.save_classifiers:
     paths["classifiers"] = write_classifiers(results, evaluated[encoders[0].name],
                                              encoders[0], restored, tasks, config,
