@@ -1,7 +1,9 @@
-"""Reference twins of the CREMA pretraining step, to time against train_step.py.
+"""Reference twins of the CREMA pretraining step, to time against train_step.py, and
+of its encode, to time against efficiency.py.
 
   python benchmarks/twins.py --twin jax     # plain flax.linen model in one jax.jit
   python benchmarks/twins.py --twin torch   # the same model in PyTorch eager (needs torch)
+  python benchmarks/twins.py --encode [--twin torch|jax] [--batch_size 256]
 
 Both twins are the paper model (emb 1024, depth 2, patch 125, decoder 512 x 2, mask
 0.75, 10 s at 500 Hz, 12 leads): both masked views stacked into one batch of 2B, the
@@ -9,9 +11,17 @@ encoder on visible patches, the decoder with mask tokens, masked MSE, NT-Xent be
 the views, an in-batch patient InfoNCE, AdamW. Written as plainly as possible, with no
 code shared with crema_jax, so they measure what the library's structure costs.
 Prints one JSON object with step time and samples/s.
+
+`--encode` times the paper encoder's features of whole ECGs instead (what evaluation
+computes, `crema_jax.evaluation.features.embed`): the patch convolution (kernel =
+stride = 125) over the whole 10 s 12-lead signal, sin-cos positions, both encoder
+blocks over all 40 patches, the final LayerNorm and the mean over the patches; float32,
+no gradient (torch.no_grad). Prints the batch-1 latency (p50, p95) and the throughput
+(ECGs/s) at --batch_size.
 """
 
 import argparse
+import functools
 import json
 import time
 
@@ -39,11 +49,12 @@ def inputs(batch, seed=0):
   return x, keep, masked, patients
 
 
-def run_jax(batch, steps):
+@functools.cache
+def flax_block():
+  """The flax pre-LN transformer block class (imported on first use)."""
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import optax  # pylint: disable=g-import-not-at-top
 
   class Block(nn.Module):
     heads: int
@@ -56,6 +67,17 @@ def run_jax(batch, steps):
       a = jax.nn.dot_product_attention(q[:, :, 0], k[:, :, 0], v[:, :, 0])
       x = x + nn.Dense(d)(a.reshape(b, s, d))
       return x + nn.Dense(d)(nn.gelu(nn.Dense(4 * d)(nn.LayerNorm()(x))))
+
+  return Block
+
+
+def run_jax(batch, steps):
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+
+  Block = flax_block()  # pylint: disable=invalid-name
 
   class Twin(nn.Module):
     @nn.compact
@@ -119,15 +141,17 @@ def run_jax(batch, steps):
   return float(np.median(times)), float(loss)
 
 
-def run_torch(batch, steps):
-  import torch  # pylint: disable=g-import-not-at-top
+@functools.cache
+def torch_block():
+  """The PyTorch pre-LN transformer block class (imported on first use); `gelu` is
+  "none" (exact, the step twin) or "tanh" (flax's default, as CREMA computes it)."""
   from torch import nn  # pylint: disable=g-import-not-at-top
   import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
 
   class Block(nn.Module):
-    def __init__(self, d, heads):
+    def __init__(self, d, heads, gelu="none"):
       super().__init__()
-      self.heads = heads
+      self.heads, self.gelu = heads, gelu
       self.n1, self.n2 = nn.LayerNorm(d), nn.LayerNorm(d)
       self.qkv, self.out = nn.Linear(d, 3 * d), nn.Linear(d, d)
       self.fc1, self.fc2 = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
@@ -138,7 +162,17 @@ def run_torch(batch, steps):
           2, 0, 3, 1, 4)
       a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, s, d)
       x = x + self.out(a)
-      return x + self.fc2(F.gelu(self.fc1(self.n2(x))))
+      return x + self.fc2(F.gelu(self.fc1(self.n2(x)), approximate=self.gelu))
+
+  return Block
+
+
+def run_torch(batch, steps):
+  import torch  # pylint: disable=g-import-not-at-top
+  from torch import nn  # pylint: disable=g-import-not-at-top
+  import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
+
+  Block = torch_block()  # pylint: disable=invalid-name
 
   class Twin(nn.Module):
     def __init__(self):
@@ -210,12 +244,131 @@ def run_torch(batch, steps):
   return float(np.median(times)), loss
 
 
+# The encode twins: features of whole ECGs, as evaluation computes them.
+
+
+def encode_inputs(batch, seed=0):
+  """Whole 10 s 12-lead ECGs [batch, T, LEADS] float32."""
+  rng = np.random.default_rng(seed)
+  return rng.standard_normal((batch, T, LEADS), dtype=np.float32)
+
+
+@functools.cache
+def torch_encoder(seed=0):
+  """The paper encoder in PyTorch, float32, in eval mode: Conv1d patch embedding over
+  the whole signal, sin-cos positions, DEPTH blocks, LayerNorm, mean over patches."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from torch import nn  # pylint: disable=g-import-not-at-top
+
+  Block = torch_block()  # pylint: disable=invalid-name
+
+  class Encoder(nn.Module):
+    def __init__(self):
+      super().__init__()
+      self.embed = nn.Conv1d(LEADS, EMB, kernel_size=PATCH, stride=PATCH)
+      self.blocks = nn.ModuleList([Block(EMB, HEADS, "tanh") for _ in range(DEPTH)])
+      self.norm = nn.LayerNorm(EMB)
+      self.register_buffer("pos", torch.from_numpy(sincos(N, EMB)))
+
+    def forward(self, x):  # [b, T, LEADS] -> [b, EMB]
+      h = self.embed(x.transpose(1, 2)).transpose(1, 2) + self.pos
+      for blk in self.blocks:
+        h = blk(h)
+      return self.norm(h).mean(1)
+
+  torch.manual_seed(seed)
+  return Encoder().eval()
+
+
+def make_torch_encode(batch, seed=0):
+  """A call that encodes one fixed batch of `batch` ECGs in torch eager, no_grad."""
+  import torch  # pylint: disable=g-import-not-at-top
+
+  model = torch_encoder(seed)
+  x = torch.from_numpy(encode_inputs(batch, seed))
+
+  def encode():
+    with torch.no_grad():
+      return model(x)
+
+  return encode
+
+
+def torch_encode_flops(batch=1):
+  """FLOPs per ECG of the torch encode, by torch's own counter (matmuls, conv,
+  attention): to check that the twin does the work XLA counts for CREMA."""
+  from torch.utils import flop_counter  # pylint: disable=g-import-not-at-top
+
+  encode = make_torch_encode(batch)
+  with flop_counter.FlopCounterMode(display=False) as counter:
+    encode()
+  return counter.get_total_flops() / batch
+
+
+def make_jax_encode(batch, seed=0):
+  """The same encode as one plain flax program in one jax.jit, float32 (the call
+  blocks on the result)."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  Block = flax_block()  # pylint: disable=invalid-name
+
+  class Encoder(nn.Module):
+    @nn.compact
+    def __call__(self, x):  # [b, T, LEADS] -> [b, EMB]
+      h = nn.Conv(EMB, (PATCH,), strides=(PATCH,), padding="VALID")(x)
+      h = h + jnp.asarray(sincos(N, EMB))
+      for _ in range(DEPTH):
+        h = Block(HEADS)(h)
+      return nn.LayerNorm()(h).mean(1)
+
+  model = Encoder()
+  x = jnp.asarray(encode_inputs(batch, seed))
+  params = model.init(jax.random.key(seed), x[:1])
+  fn = jax.jit(model.apply)
+  return lambda: fn(params, x).block_until_ready()
+
+
+def time_calls(fn, calls, warmup=1):
+  """Seconds of each of `calls` calls of `fn`, after `warmup` untimed ones."""
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(calls):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return times
+
+
+def run_encode(twin, batch, repeats, latency_calls=20):
+  """Batch-1 latency (ms, p50 and p95) and throughput at `batch` (ECGs/s, median)."""
+  make = make_torch_encode if twin == "torch" else make_jax_encode
+  latency = np.asarray(time_calls(make(1), latency_calls, warmup=2)) * 1e3
+  seconds = float(np.median(time_calls(make(batch), repeats)))
+  return {"latency_ms_p50": round(float(np.percentile(latency, 50)), 3),
+          "latency_ms_p95": round(float(np.percentile(latency, 95)), 3),
+          "batch_seconds": round(seconds, 4),
+          "ecgs_per_second": round(batch / seconds, 2)}
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--twin", choices=["jax", "torch"], default="jax")
   parser.add_argument("--batch_size", type=int, default=64)
-  parser.add_argument("--steps", type=int, default=4)
+  parser.add_argument("--steps", type=int, default=4,
+                      help="Timed steps (with --encode: timed batches).")
+  parser.add_argument("--encode", action="store_true",
+                      help="Time the encoder's features of whole ECGs instead.")
+  parser.add_argument("--latency_calls", type=int, default=20,
+                      help="With --encode: timed batch-1 calls.")
   args = parser.parse_args()
+  if args.encode:
+    result = run_encode(args.twin, args.batch_size, args.steps, args.latency_calls)
+    print(json.dumps({"twin": args.twin, "encode": True,
+                      "batch_size": args.batch_size, **result}, indent=1))
+    return
   run = run_jax if args.twin == "jax" else run_torch
   seconds, loss = run(args.batch_size, args.steps)
   print(json.dumps({"twin": args.twin, "batch_size": args.batch_size,
