@@ -6,9 +6,9 @@
 CKPT is a pretraining workdir or a classifier folder (`classifiers/TASK`, whose
 fine-tuned encoder is used). FOLDER is read by `config.input_source` (default
 `ecg_files`: HL7 aECG, GE MUSE XML, Philips, SCP-ECG, DICOM, EDF, WFDB, ... by
-content). Writes OUT/embeddings.npz (features [n, emb] float32, key, source_file, ecg_id,
-patient_id, age, sex, seconds), OUT/skipped.json (files that could not be read, and
-why) and OUT/embed.json (what was done, how fast).
+content). Writes OUT/embeddings.npz (features [n, emb] float32, key, source_file,
+ecg_id, patient_id, age, sex, start_seconds, seconds), OUT/skipped.json (files that
+could not be read, and why) and OUT/embed.json (what was done, how fast).
 """
 
 from __future__ import annotations
@@ -95,17 +95,18 @@ def stream_outputs(fn, params, config: ml_collections.ConfigDict,
                             "reads")
   skipped = []
   batch_size = model_lib.global_batch_size(config.batch_size, mesh)
-  items = reading.read_items(source, keys, pre, config.read_workers)
+  # Two batches ahead: the workers read the next while the model runs on this one.
+  items = reading.read_items(source, keys, pre, config.read_workers,
+                             windowing=reading.Windowing.of(config),
+                             ahead=2 * batch_size)
 
   def generate():
-    with tqdm.tqdm(total=len(keys), unit="ecg", desc=desc,
+    with tqdm.tqdm(total=len(keys), unit="file", desc=desc,
                    disable=not config.progress_bar) as bar:
-      rows = 0
       for batch in stream.batches(items, pre, batch_size, skipped,
                                   reading.input_leads(config, pre)):
         batch["out"] = model_lib.apply_sharded(fn, params, batch, mesh, batch_size)
-        rows += len(batch["key"])
-        bar.update(rows + len(skipped) - bar.n)
+        bar.update(batch.pop("files_done"))
         yield batch
       bar.update(len(keys) - bar.n)
   return generate(), skipped, len(keys)
@@ -115,7 +116,8 @@ def concatenate(batches: list[dict], fields) -> dict:
   return {f: np.concatenate([b[f] for b in batches]) for f in fields}
 
 
-FIELDS = ("key", "source_file", "ecg_id", "patient_id", "age", "sex", "seconds")
+FIELDS = ("key", "source_file", "ecg_id", "patient_id", "age", "sex", "start_seconds",
+          "seconds")
 
 
 def embed_folder(loaded: Loaded, config: ml_collections.ConfigDict, mesh

@@ -175,6 +175,7 @@ def test_embed_a_two_lead_holter_in_windows(probed, shared_data, tmp_path):
   assert summary["ecgs"] == 180 and summary["skipped"] == 0
   with np.load(tmp_path / "embed" / "embeddings.npz") as saved:
     assert saved["key"][90] == "100.hea#w90" and saved["features"].shape[0] == 180
+    assert saved["start_seconds"][90] == 900.0 and set(saved["seconds"]) == {10.0}
     assert np.isfinite(saved["features"]).all()
     assert len({tuple(np.round(f, 4)) for f in saved["features"][:5]}) == 5
   config.input_leads = ("II", "aVX")
