@@ -69,6 +69,10 @@ def test_bad_study_configs_are_refused():
 def test_each_study_runs_a_cell_and_writes_its_outputs(name, cell, demo_config,
                                                        tmp_path):
   config = _study(name, demo_config, cells=str(cell))
+  if name == "data":  # One study fine-tunes too: its own table and figure panel.
+    config.study.finetune = True
+    config.finetune.update(tasks=("superdiagnostic",), bootstrap=0)
+    config.finetune.finetune.update(steps=2, eval_every=2, batch_size=8)
   result = study.run(config, tmp_path)
   (row,) = result["rows"]
   assert row["cell"] == study.cells(config)[cell].name and row["seed"] == 0
@@ -77,16 +81,18 @@ def test_each_study_runs_a_cell_and_writes_its_outputs(name, cell, demo_config,
   for output in ("results.csv", "results.md", "study.png"):
     assert (tmp_path / output).is_file()
   if name == "data":  # A quarter of the patients pretrained: its config says so.
+    assert "finetune_superdiagnostic_auroc" in row
+    assert "## finetune" in (tmp_path / "results.md").read_text()
     saved = json.loads((tmp_path / "cells" / "patients0.25" / "seed_0" /
                         "config.json").read_text())
     assert saved["data"]["pretrain_patient_fraction"] == 0.25
 
 
 def test_a_killed_study_resumes_without_redoing_finished_cells(demo_config, tmp_path):
-  """The method study (GL, CL, HL) in a subprocess, killed once GL is done and CL has
-  a checkpoint; run again, it skips GL, resumes CL and runs HL; the table pairs GL and
-  CL with the reference HL on the same test resamples."""
-  config = _study("method", demo_config)
+  """The method study (CL, HL) in a subprocess, killed once CL is done and HL has a
+  checkpoint; run again, it skips CL and resumes HL; the table pairs CL with the
+  reference HL on the same test resamples."""
+  config = _study("method", demo_config, methods=("cl", "hl"))
   config.pretrain.total_steps = 12
   config.pretrain.checkpoint_every = 2
   overrides = [f"--config.pretrain.data.{k}={v}" for k, v in
@@ -95,6 +101,7 @@ def test_a_killed_study_resumes_without_redoing_finished_cells(demo_config, tmp_
   command = [sys.executable, "-m", "crema_jax.main", "--config",
              "configs/study.py:method,runlocal", "--workdir", str(tmp_path),
              "--config.demo_data=False", "--config.study.seeds=(0,)",
+             "--config.study.methods=('cl','hl')",
              "--config.study.bootstrap=20", "--config.probe.tasks=('superdiagnostic',)",
              "--config.probe.bootstrap=0", "--config.probe.probe.steps=20",
              "--config.study.plot_tasks=('superdiagnostic',)",
@@ -104,32 +111,32 @@ def test_a_killed_study_resumes_without_redoing_finished_cells(demo_config, tmp_
   repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   process = subprocess.Popen(command, cwd=repo, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, start_new_session=True)
-  gl_done = tmp_path / "cells" / "gl" / "seed_0" / "probe" / "results.json"
-  cl_checkpoints = tmp_path / "cells" / "cl" / "seed_0" / "checkpoints"
+  cl_done = tmp_path / "cells" / "cl" / "seed_0" / "probe" / "results.json"
+  hl_checkpoints = tmp_path / "cells" / "hl" / "seed_0" / "checkpoints"
   deadline = time.time() + 600
   try:
     while time.time() < deadline and process.poll() is None:
-      if gl_done.is_file() and cl_checkpoints.is_dir() and any(
-          p.name.isdigit() for p in cl_checkpoints.iterdir()):
+      if cl_done.is_file() and hl_checkpoints.is_dir() and any(
+          p.name.isdigit() for p in hl_checkpoints.iterdir()):
         break
-      time.sleep(0.5)
+      time.sleep(0.2)
     assert process.poll() is None, "the study ended before it could be killed"
   finally:
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-  finished = gl_done.stat().st_mtime_ns
-  assert not (tmp_path / "cells" / "hl").exists()
+  finished = cl_done.stat().st_mtime_ns
+  assert not (hl_checkpoints.parent / "probe" / "results.json").exists()
 
   result = study.run(config, tmp_path)
-  assert gl_done.stat().st_mtime_ns == finished  # Not redone.
-  resumed = json.loads((tmp_path / "cells" / "cl" / "seed_0" /
+  assert cl_done.stat().st_mtime_ns == finished  # Not redone.
+  resumed = json.loads((tmp_path / "cells" / "hl" / "seed_0" /
                         "pretrain.json").read_text())
-  assert resumed["start_step"] > 0  # CL resumed from its checkpoint.
-  assert [r["cell"] for r in result["rows"]] == ["gl", "cl", "hl"]
+  assert resumed["start_step"] > 0  # HL resumed from its checkpoint.
+  assert [r["cell"] for r in result["rows"]] == ["cl", "hl"]
   with open(tmp_path / "results.csv", newline="") as f:
     rows = list(csv.DictReader(f))
-  assert [r["method"] for r in rows] == ["gl", "cl", "hl"]
+  assert [r["method"] for r in rows] == ["cl", "hl"]
   assert "pretrain_loss" in rows[0] and "probe_superdiagnostic_auroc" in rows[0]
   text = (tmp_path / "results.md").read_text()
   assert "hl (reference)" in text and "Paired differences to `hl`" in text
-  assert set(result["paired"]["probe"]) == {"gl", "cl"}
+  assert set(result["paired"]["probe"]) == {"cl"}
