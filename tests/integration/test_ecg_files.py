@@ -306,3 +306,128 @@ def test_prepare_skips_and_reports_the_corrupt_file(root, tmp_path):
   assert "does not parse" in skipped["reason"]
   assert manifest["notes"]["hospital: GE MUSE XML"] == 1
   assert manifest["notes"]["hospital: HL7 aECG"] == 1
+
+
+def test_aecg_scale_or_origin_ecgdatakit_falls_back_on_is_refused(root):
+  """ecgdatakit reads a <scale> value that is not a number, or none, as 1 uV per
+  digit, and an <origin> unit that is not a voltage as the scale's: refused, for
+  the leads read."""
+  text = (root / "aecg.xml").read_text()
+  scale, origin = '<scale value="2.5" unit="uV"/>', '<origin value="40" unit="uV"/>'
+  assert text.count(scale) == text.count(origin) == 12  # V1's is the first.
+  damaged = {
+      "abc": (scale, '<scale value="abc" unit="uV"/>',
+              "lead V1 has <scale> value 'abc', not a finite positive number"),
+      "nan": (scale, '<scale value="NaN" unit="uV"/>',
+              "lead V1 has <scale> value 'NaN', not a finite positive number"),
+      "missing": (scale, '<scale unit="uV"/>', "lead V1 has no <scale> value"),
+      "origin_abc": (origin, '<origin value="abc" unit="uV"/>',
+                     "lead V1 has <origin> value 'abc', not a finite number"),
+      "origin_unit": (origin, '<origin value="40" unit="furlong"/>',
+                      "lead V1 has <origin> unit 'furlong', not a voltage"),
+  }
+  for name, (old, new, _) in damaged.items():
+    (root / f"{name}.xml").write_text(text.replace(old, new, 1))
+  source = ecg_files.ECGFiles(root)
+  for name, (_, _, reason) in damaged.items():
+    with pytest.raises(records.RecordError, match=re.escape(reason)) as info:
+      source.read(f"{name}.xml")
+    assert info.value.path == str(root / f"{name}.xml")
+  # A lead not read is not looked at.
+  np.testing.assert_allclose(
+      ecg_files.ECGFiles(root, sampling_rate=1000, leads=("I",)).read(
+          "missing.xml").ecg[:, 0], _aecg_expected()[:, 0], atol=1e-6)
+
+
+def _edf_field(data: bytes, offset: int, value) -> bytes:
+  return data[:offset] + str(value).ljust(8).encode("ascii") + data[offset + 8:]
+
+
+def test_edf_whose_size_disagrees_with_its_header_is_refused(tmp_path):
+  """ecgdatakit reads an EDF file cut short as its complete data records, and one
+  whose samples per record were changed misframed, only warning: both are refused;
+  so is a signal with a flat range (its samples uncalibrated)."""
+  x = _wave(250)[:, :2]
+  ecg_fixtures.write_edf(tmp_path / "a.edf", x, 250, ["I", "II"], "P-9")
+  data = (tmp_path / "a.edf").read_bytes()  # 3 signals, 10 records of 1 s.
+  samples = 256 + 216 * 3  # Samples per record of each signal, 8 bytes each.
+  physical_max, digital_max = 256 + 112 * 3, 256 + 128 * 3
+  files = {
+      "cut.edf": data[:-700],
+      "more_records.edf": _edf_field(data, 236, 13),
+      "fewer_samples.edf": _edf_field(_edf_field(data, samples, 200), samples + 8,
+                                      200),
+      "open.edf": _edf_field(data, 236, -1),  # Not closed by the recorder: whole.
+      "open_cut.edf": _edf_field(data, 236, -1)[:-700],
+      "flat.edf": _edf_field(data, physical_max, -10),
+      "flat_digital.edf": _edf_field(data, digital_max, -32768),
+  }
+  for name, content in files.items():
+    (tmp_path / name).write_bytes(content)
+  source = ecg_files.ECGFiles(tmp_path, leads=("I", "II"))
+  expected = signal.resample(ecg_fixtures.edf_quantised_mv(x), 250, 500)
+  for name in ("a.edf", "open.edf"):
+    np.testing.assert_allclose(source.read(name).ecg, expected, atol=1e-5)
+  for name in ("cut.edf", "more_records.edf", "fewer_samples.edf"):
+    with pytest.raises(records.RecordError, match="EDF file size .* disagrees with "
+                       "its header") as info:
+      source.read(name)
+    assert info.value.path == str(tmp_path / name)
+  with pytest.raises(records.RecordError, match="ends inside a data record"):
+    source.read("open_cut.edf")
+  with pytest.raises(records.RecordError, match=re.escape(
+      "lead I has a flat range (digital -32768..32767, physical -10..-10 mV)")):
+    source.read("flat.edf")
+  with pytest.raises(records.RecordError, match=re.escape(
+      "lead I has a flat range (digital -32768..-32768, physical -10..10 mV)")):
+    source.read("flat_digital.edf")
+
+
+def test_empty_and_unrecognised_ecg_files_are_listed_and_skipped(root, tmp_path):
+  """A file with an ECG format's extension that ecgdatakit does not recognise (empty,
+  damaged) is a key whose read says why, and prepare reports it; other files are
+  not keys."""
+  (root / "empty.xml").write_bytes(b"")
+  (root / "dicom" / "empty.dcm").write_bytes(b"")
+  (root / "dicom" / "noise.dcm").write_bytes(bytes(range(256)) * 8)
+  (root / "muse" / "report.xml").write_text("<report>no ECG</report>\n")
+  (root / "empty.txt").write_bytes(b"")
+  source = ecg_files.ECGFiles(root, name="hospital", derive_limb_leads=True)
+  assert source.keys() == ["aecg.xml", "dicom/ecg.dcm", "dicom/empty.dcm",
+                           "dicom/noise.dcm", "empty.xml", "muse/report.xml",
+                           "muse/rest.xml"]
+  reasons = {"empty.xml": "empty file (0 bytes)",
+             "dicom/empty.dcm": "empty file (0 bytes)",
+             "dicom/noise.dcm": "not a format ecgdatakit recognises",
+             "muse/report.xml": "not a format ecgdatakit recognises"}
+  for key, reason in reasons.items():
+    with pytest.raises(records.RecordError, match=re.escape(reason)) as info:
+      source.read(key)
+    assert info.value.path == str(root / key)
+  manifest = prepare.prepare(source, tmp_path / "prepared", records_per_shard=2,
+                             num_workers=1, show_progress=False)
+  assert manifest["num_records"] == 3 and manifest["num_skipped"] == 4
+  skipped = {s["key"]: s for s in manifest["skipped"]}
+  assert sorted(skipped) == sorted(reasons)
+  for key, reason in reasons.items():
+    assert reason in skipped[key]["reason"]
+    assert skipped[key]["path"] == str(root / key)
+
+
+def test_samples_ecgdatakit_drops_with_a_warning_are_refused(tmp_path):
+  """A WFDB header without a length reads to the signal file's end; a file that ends
+  inside a frame (cut short) is read without it, ecgdatakit only warning: refused."""
+  d = np.round(_wave(500)[:, :2] * 200).astype(np.int32)
+  wfdb.wrsamp("r", fs=500, units=["mV", "mV"], sig_name=["I", "II"], d_signal=d,
+              fmt=["16", "16"], adc_gain=[200.0, 200.0], baseline=[0, 0],
+              write_dir=str(tmp_path))
+  header = tmp_path / "r.hea"
+  header.write_text(header.read_text().replace("r 2 500 5000", "r 2 500", 1))
+  source = ecg_files.ECGFiles(tmp_path, leads=("I", "II"))
+  np.testing.assert_allclose(source.read("r.hea").ecg, d / 200, atol=1e-6)
+  dat = tmp_path / "r.dat"
+  dat.write_bytes(dat.read_bytes()[:-2])  # Lead II's last sample.
+  with pytest.raises(records.RecordError, match="samples lost: ecgdatakit read only "
+                     "part of the recording .*incomplete frame") as info:
+    ecg_files.ECGFiles(tmp_path, leads=("I", "II")).read("r.hea")
+  assert info.value.path == str(tmp_path / "r.hea")

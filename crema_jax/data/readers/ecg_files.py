@@ -2,17 +2,23 @@
 
 ecgdatakit's `FileParser` tells a file's format from its content: HL7 aECG, Philips
 Sierra XML, GE MUSE XML, Mortara, ISHNE Holter, EDF/EDF+, SCP-ECG, DICOM waveform,
-WFDB, MFER, ... The keys are every file under the root that it recognises (sorted
-relative paths; a WFDB record once, by its `.hea`); other files (.txt, .csv, ...) are
-not records and are left out silently.
+WFDB, MFER, ... The keys are every file under the root that it recognises, and every
+file with an ECG format's extension (`ECG_EXTENSIONS`: .xml, .dcm, .edf, .hea, ...)
+that it does not (an empty or damaged export: its read is a RecordError, so prepare
+reports it skipped); sorted relative paths, a WFDB record once, by its `.hea`. Other
+files (.txt, .csv, ...) are not records and are left out silently.
 
 A file is parsed with `auto_scale=False` and scaled here, lead by lead, from what the
 file states: counts * resolution + offset in the lead's unit (nV, uV, mV or V), to mV.
 Nothing is assumed: a lead without a voltage unit (uncalibrated counts, a MUSE
 LeadAmplitudeUnits or DICOM unit code that is not a voltage), a file whose sampling
-rate or scale ecgdatakit filled in with a default, a failed checksum, an EDF+D file
-with gaps, a DICOM waveform whose data and header sizes disagree, wanted leads missing
-or given twice, or leads of different rates or lengths are RecordErrors naming the
+rate or scale ecgdatakit filled in with a default (an aECG lead whose <scale> value is
+missing or not a positive number, whose <origin> is not a number or not in a
+voltage), a failed checksum, an EDF file whose size is not what its header declares
+(cut short, or samples per record wrong), an EDF signal with a flat range, an EDF+D
+file with gaps, a DICOM waveform whose data and header sizes disagree, a warning of
+ecgdatakit that samples were dropped (`DATA_LOSS_WARNINGS`), wanted leads missing or
+given twice, or leads of different rates or lengths are RecordErrors naming the
 file. Rates are the file's own, not ecgdatakit's integer rounding of them. Only the
 rhythm is read, never the median beats. Samples a format marks invalid become NaN, and
 records.check_signal refuses them. Patient id, age and sex come from the file's patient
@@ -33,6 +39,7 @@ from typing import Sequence
 import warnings
 
 import ecgdatakit
+from ecgdatakit.parsing.helpers import xml as ecgdatakit_xml
 import numpy as np
 import pydicom
 
@@ -54,6 +61,24 @@ WFDB_INVALID_SAMPLE = {16: -2**15, 24: -2**23, 32: -2**31, 61: -2**15, 80: -2**7
 LIMB_LEADS = {"III": (-1.0, 1.0), "aVR": (-0.5, -0.5), "aVL": (1.0, -0.5),
               "aVF": (-0.5, 1.0)}
 _REPEAT = re.compile(r"(.+)_\d+")  # ecgdatakit renames a second "II" to "II_2".
+# Extensions of the formats ecgdatakit reads (lower-case): a file with one is listed
+# even when ecgdatakit does not recognise its content, so that its read says why. Not
+# .dat (a WFDB record is listed by its header) nor .json (AliveCor; any JSON file).
+ECG_EXTENSIONS = frozenset({".xml", ".dcm", ".dicom", ".edf", ".hea", ".scp", ".ecg",
+                            ".mwf", ".mfer", ".mfr", ".arc", ".xle"})
+# ecgdatakit warnings (UserWarning) that it dropped part of the rhythm's samples and
+# read the rest: refused. Its other warnings (a header field it corrected, median beats
+# or extra series not loaded, experimental formats) are not.
+DATA_LOSS_WARNINGS = tuple(re.compile(p) for p in (
+    r"^EDF file truncated",
+    r"^EDF file has \d+ byte\(s\) after the last data record",
+    r"^WFDB signal file .* ends with an incomplete frame",
+    r"^ISHNE: .*File may be truncated",
+    r"^XLE file ends with a partial frame",
+    r"^MFER: waveform data shorter than the frame definition",
+    r"^MFER: frame declares .* with no waveform data",
+))
+EDF_FORMATS = ("edf", "edf_plus")
 # Patient ids that say there is none (lower-case).
 NO_PATIENT_ID = frozenset({"?", "-", "x", "na", "n/a", "none", "null", "unk", "unknown",
                            "anonymous"})
@@ -86,7 +111,16 @@ class Recording:
 
 def _parse(path: pathlib.Path):
   """The ecgdatakit.ECGRecord of `path`, samples as stored (not scaled), or
-  RecordError."""
+  RecordError (also when ecgdatakit warns that it dropped samples)."""
+  try:
+    empty = path.stat().st_size == 0
+    unknown = not empty and ecgdatakit.FileParser.detect_format(path) is None
+  except Exception:  # pylint: disable=broad-except
+    empty = unknown = False  # Unreadable: parsing says why.
+  if empty:
+    raise records.RecordError(str(path), "empty file (0 bytes)")
+  if unknown:
+    raise records.RecordError(str(path), "not a format ecgdatakit recognises")
   try:
     with warnings.catch_warnings(record=True) as caught:
       warnings.simplefilter("always")
@@ -102,7 +136,132 @@ def _parse(path: pathlib.Path):
   if checksums or parsed.raw_metadata.get("checksum_valid") is False:
     raise records.RecordError(str(path), "checksum mismatch: the samples are not "
                               f"those written ({'; '.join(checksums) or 'per file'})")
+  if parsed.source_format in EDF_FORMATS:
+    _check_edf_size(path)
+  lost = [str(w.message) for w in caught
+          if any(p.search(str(w.message)) for p in DATA_LOSS_WARNINGS)]
+  if lost:
+    raise records.RecordError(str(path), "samples lost: ecgdatakit read only part of "
+                              f"the recording ({'; '.join(lost)})")
   return parsed
+
+
+def _check_edf_size(path: pathlib.Path) -> None:
+  """RecordError unless the file is its header and the data records it declares,
+  each of 2 bytes x the samples per record of every signal: ecgdatakit reads a file
+  cut short as its complete records, and one whose samples per record were changed
+  misframed (leads mixed with each other), only warning. A file not closed by its
+  recorder (-1 records) must end on a record's end."""
+  def number(field: bytes) -> int:
+    return int(field.decode("ascii").replace("\x00", "").strip())
+
+  try:
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+      head = f.read(256)
+      declared, signals = number(head[236:244]), number(head[252:256])
+      f.seek(256 + 216 * signals)  # Samples per record: after 216 bytes a signal.
+      fields = f.read(8 * signals)
+    per_record = 2 * sum(number(fields[8 * i:8 * (i + 1)]) for i in range(signals))
+  except (OSError, ValueError, UnicodeDecodeError) as e:
+    raise records.RecordError(str(path), f"EDF header does not read: {e}") from e
+  header = 256 * (signals + 1)
+  data = size - header
+  if per_record <= 0:
+    raise records.RecordError(str(path), "EDF header declares no samples per data "
+                              "record")
+  held = f"{data / per_record:.6g}"
+  if declared == -1:
+    if data > 0 and data % per_record == 0:
+      return
+    raise records.RecordError(str(path), f"EDF file of {size} bytes ends inside a "
+                              "data record: its header gives no record count (-1), "
+                              f"and the {data} bytes after its {header} header bytes "
+                              f"are {held} records of {per_record} bytes: cut short, "
+                              "or its samples per record are wrong")
+  if data != declared * per_record:
+    raise records.RecordError(str(path), f"EDF file size {size} bytes disagrees with "
+                              f"its header: {header} header bytes + {declared} data "
+                              f"records x {per_record} bytes = "
+                              f"{header + declared * per_record} ({held} records "
+                              "held): cut short, or its samples per record are wrong")
+
+
+def _aecg_stated(path: pathlib.Path) -> list[tuple[str | None, str | None,
+                                                     str | None]]:
+  """(<scale> value, <origin> value, <origin> unit) as the file writes them (None:
+  absent) of each lead sequence of the rhythm, in ecgdatakit's lead order (its rhythm
+  series and sequence set: the first). ecgdatakit reads a scale value that is not a
+  number, or none, as 1 per digit, an origin that is not one as 0, and takes an origin
+  unit that is not a voltage for the scale's."""
+  def get(element, attribute: str) -> str | None:
+    text = None if element is None else element.get(attribute)
+    return None if text is None else text.strip()
+
+  def code(element) -> str:
+    return (get(element, "code") or "").upper()
+
+  # defusedxml, namespaces removed, as ecgdatakit parses the file.
+  root = ecgdatakit_xml.parse_xml_root(path.read_bytes())
+  series = [s for s in root.findall("component/series")
+            if code(s.find("code")) != "REPRESENTATIVE_BEAT"]
+  sets = series[0].findall("component/sequenceSet") if series else []
+  stated = []
+  for sequence in sets[0].findall("component/sequence") if sets else []:
+    name = code(sequence.find("code"))
+    if name.startswith("TIME_") or "_ECG_LEAD_" not in name or name.endswith(
+        "_ECG_LEAD_"):
+      continue  # Not a lead (the time, an unrecognised sequence): as ecgdatakit.
+    value = sequence.find("value")
+    scale = None if value is None else value.find("scale")
+    origin = None if value is None else value.find("origin")
+    stated.append((get(scale, "value"), get(origin, "value"), get(origin, "unit")))
+  return stated
+
+
+def _check_aecg_lead(label: str, stated, path: str) -> None:
+  """RecordError for an aECG lead whose scale value is absent or not a finite positive
+  number, or whose origin is not a finite number or not in a voltage unit."""
+  scale, origin, origin_unit = stated
+  if not scale:
+    raise records.RecordError(path, f"lead {label} has no <scale> value: its counts "
+                              "cannot be made mV (ecgdatakit would take 1 per digit)")
+  try:
+    number = float(scale)
+  except ValueError:
+    number = math.nan
+  if not (math.isfinite(number) and number > 0):
+    raise records.RecordError(path, f"lead {label} has <scale> value {scale!r}, not a "
+                              "finite positive number: its counts cannot be made mV")
+  if origin:
+    try:
+      number = float(origin)
+    except ValueError:
+      number = math.nan
+    if not math.isfinite(number):
+      raise records.RecordError(path, f"lead {label} has <origin> value {origin!r}, "
+                                "not a finite number")
+  if origin_unit and UNITS_TO_MV.get(origin_unit.lower()) is None:
+    raise records.RecordError(path, f"lead {label} has <origin> unit {origin_unit!r}, "
+                              "not a voltage (nV, uV, mV, V)")
+
+
+def _check_edf_range(lead, path: str) -> None:
+  """RecordError for an EDF signal whose digital or physical range is flat or
+  inverted (digital): it gives no scale (ecgdatakit drops the unit and leaves it
+  uncalibrated)."""
+  stated = lead.annotations or {}
+  try:
+    dmin, dmax = int(stated["digital_minimum"]), int(stated["digital_maximum"])
+    pmin, pmax = float(stated["physical_minimum"]), float(stated["physical_maximum"])
+  except (KeyError, ValueError):
+    return
+  if dmax <= dmin or pmax == pmin:
+    flat = "flat" if dmax == dmin or pmax == pmin else "inverted"
+    unit = f" {lead.adc_resolution_unit}" if lead.adc_resolution_unit else ""
+    raise records.RecordError(path, f"lead {lead.label} has a {flat} range (digital "
+                              f"{dmin}..{dmax}, physical {pmin:g}..{pmax:g}{unit}): "
+                              "its counts cannot be scaled to mV")
 
 
 def _refuse_unstated(parsed, path: str) -> None:
@@ -245,7 +404,8 @@ class ECGFiles(base.FolderReader):
 
   def _find_keys(self) -> list[str]:
     """Relative paths of the files ecgdatakit recognises; a WFDB record by its .hea
-    only. A file whose sniffing fails (unreadable) is listed, so that its read
+    only. A file it does not recognise that has an ECG format's extension (empty,
+    damaged), or whose sniffing fails (unreadable), is listed, so that its read
     reports why."""
     keys = []
     for path in sorted(p for p in self.root.rglob("*") if p.is_file()):
@@ -254,7 +414,9 @@ class ECGFiles(base.FolderReader):
       except Exception:  # pylint: disable=broad-except
         found = {"parser": "unknown"}
       if found is None:
-        continue
+        if path.suffix.lower() not in ECG_EXTENSIONS:
+          continue
+        found = {"parser": "unknown"}
       if found["parser"] == "WFDBParser" and path.suffix.lower() != ".hea":
         continue  # A signal file: its record is listed by its header.
       keys.append(path.relative_to(self.root).as_posix())
@@ -278,6 +440,7 @@ class ECGFiles(base.FolderReader):
       _check_dicom(self.root / key)
     index, computed = self._lead_index(parsed, path)
     used = sorted(set(index.values()))
+    self._check_scales(parsed, used, self.root / key)
     rates = [exact_rate(parsed, i) for i in used]
     lengths = [len(parsed.leads[i].samples) for i in used]
     if len(set(rates)) != 1 or len(set(lengths)) != 1:
@@ -332,6 +495,25 @@ class ECGFiles(base.FolderReader):
               else f"an ECG with {self.leads}")
       raise records.RecordError(path, f"not {kind}: {e}") from e
     return dict(zip(wanted, order.tolist())), computed
+
+  @staticmethod
+  def _check_scales(parsed, used: list[int], path: pathlib.Path) -> None:
+    """RecordError for a lead read whose scale the file does not state as ecgdatakit
+    took it: an aECG scale or origin it fell back on, an EDF range it could not use."""
+    if parsed.source_format == "hl7_aecg":
+      try:
+        stated = _aecg_stated(path)
+      except Exception as e:  # pylint: disable=broad-except
+        raise records.RecordError(str(path), f"its <scale> and <origin> do not read: "
+                                  f"{type(e).__name__}: {e}") from e
+      if len(stated) != len(parsed.leads):
+        raise records.RecordError(str(path), f"{len(stated)} lead sequences in its "
+                                  f"rhythm, ecgdatakit read {len(parsed.leads)}")
+      for i in used:
+        _check_aecg_lead(parsed.leads[i].label, stated[i], str(path))
+    elif parsed.source_format in EDF_FORMATS:
+      for i in used:
+        _check_edf_range(parsed.leads[i], str(path))
 
   @staticmethod
   def _lead_mv(parsed, index: int, path: str) -> np.ndarray:
