@@ -254,16 +254,22 @@ def _dicom(root: pathlib.Path, ecgs, shared_data) -> Template:
                   {k: (k,) for k in ("site/2013/ecg1.dcm", "site/2014/ecg2.dcm")})
 
 
-def _windows(root: pathlib.Path, ecgs, shared_data) -> Template:
-  """The first 2 minutes of MIT-BIH record 100 (real, format 212, 360 Hz, MLII and V5)
-  and h2: 40 s of leads II and V5 at 250 Hz (format 16), cut into 10 s windows."""
-  root.mkdir(parents=True)
-  frames = 120 * 360
+def _first_minutes_of_mitdb_100(root: pathlib.Path, shared_data, minutes: int) -> None:
+  """The real MIT-BIH record 100 cut to its first minutes (header and format-212
+  signal file; the header's checksums are still the whole record's)."""
+  frames = minutes * 60 * 360
   header = (shared_data / "mitdb" / "100.hea").read_text()
   (root / "100.hea").write_text(header.replace("100 2 360 650000",
                                                f"100 2 360 {frames}"))
   (root / "100.dat").write_bytes(
       (shared_data / "mitdb" / "100.dat").read_bytes()[:3 * frames])
+
+
+def _windows(root: pathlib.Path, ecgs, shared_data) -> Template:
+  """The first 2 minutes of MIT-BIH record 100 (real, format 212, 360 Hz, MLII and V5)
+  and h2: 40 s of leads II and V5 at 250 Hz (format 16), cut into 10 s windows."""
+  root.mkdir(parents=True)
+  _first_minutes_of_mitdb_100(root, shared_data, 2)
   two = _columns(_resample(ecgs[0], 250), ["II", "V5"])
   _wrsamp(root, "h2", np.tile(two, (4, 1)), 250, ["II", "V5"])
   return Template(root, {"source": "wfdb", "leads": ("II", "V5"),
@@ -306,12 +312,7 @@ def _ecg_files_windows(root: pathlib.Path, ecgs, shared_data) -> Template:
   header's checksums recomputed for the cut: ecgdatakit verifies them) and 40 s of
   leads II and V5 as EDF+ (250 Hz, 4 s data records)."""
   root.mkdir(parents=True)
-  frames = 120 * 360
-  header = (shared_data / "mitdb" / "100.hea").read_text()
-  (root / "100.hea").write_text(header.replace("100 2 360 650000",
-                                               f"100 2 360 {frames}"))
-  (root / "100.dat").write_bytes(
-      (shared_data / "mitdb" / "100.dat").read_bytes()[:3 * frames])
+  _first_minutes_of_mitdb_100(root, shared_data, 2)
   digital = wfdb.rdrecord(str(root / "100"), physical=False).d_signal
   lines, _, signals = _header_parts(root / "100.hea")
   for i, column in zip(signals, digital.T):
