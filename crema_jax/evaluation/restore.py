@@ -45,6 +45,16 @@ class Restored:
   leakage: dict
 
 
+def replicated_target(model: models.CREMA, config: ml_collections.ConfigDict,
+                      mesh) -> Any:
+  """The shapes of `model`'s parameters, replicated over `mesh`: what a checkpoint's
+  parameters are restored into."""
+  shapes = jax.eval_shape(lambda r: models.init_params(model, r, config.mask_ratio),
+                          jax.random.key(0))
+  return checkpoint.abstract(shapes,
+                             jax.tree.map(lambda _: sharding.replicated(mesh), shapes))
+
+
 def restore_encoder(config: ml_collections.ConfigDict, mesh) -> Restored:
   """The checkpoint of `config.checkpoint` (the latest, or `checkpoint_step`): its
   config, model and parameters (replicated over `mesh`; the optimizer state is not
@@ -74,10 +84,8 @@ def restore_encoder(config: ml_collections.ConfigDict, mesh) -> Restored:
                        "token (model.use_cls=False); use pool='mean'")
     pretrain.model.pool = config.pool
   model = models.build(pretrain)
-  abstract = jax.eval_shape(lambda r: models.init_params(model, r, pretrain.mask_ratio),
-                            jax.random.key(0))
-  params = checkpoint.restore_params(mngr, step, checkpoint.abstract(
-      abstract, jax.tree.map(lambda _: sharding.replicated(mesh), abstract)))
+  params = checkpoint.restore_params(mngr, step,
+                                     replicated_target(model, pretrain, mesh))
   mngr.close()
   return Restored(pretrain, trained, model, params, step, pathlib.Path(mngr.directory),
                   report)

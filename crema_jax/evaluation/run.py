@@ -510,10 +510,10 @@ def write_classifiers(results: dict, result: dict, encoder: Encoder,
     else:
       head = (fit.params["head"]["w"], fit.params["head"]["b"])
       params = fit.params["crema"]
+    thresholds = classifier_lib.probability(fit.thresholds)
     card = classifier_lib.card(
         task=name, definition=tasks[name].definition, classes=tasks[name].classes,
-        thresholds=classifier_lib.probability(fit.thresholds),
-        encoder_config=encoder.config, mode=config.mode,
+        thresholds=thresholds, encoder_config=encoder.config, mode=config.mode,
         checkpoint_ref=ref,
         pretraining={"data": {k: trained.data.get(k) for k in
                               ("source", "name", "data_dir", "pretrain_folds")},
@@ -523,7 +523,7 @@ def write_classifiers(results: dict, result: dict, encoder: Encoder,
         protocol=results["protocol"],
         training={k: v for k, v in fit.info.items() if k != "history"})
     classifier_lib.save(root / name, task=name, classes=tasks[name].classes,
-                        thresholds=classifier_lib.probability(fit.thresholds), head=head,
+                        thresholds=thresholds, head=head,
                         encoder_config=encoder.config, encoder_params=params,
                         checkpoint_ref=ref, card=card)
   return root

@@ -25,6 +25,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from crema_jax import checkpoint
+from crema_jax.evaluation import restore
 from crema_jax.inference import preprocessing
 from crema_jax import models
 from crema_jax.models import sizing
@@ -112,10 +113,7 @@ def load(directory: str | pathlib.Path, mesh) -> Classifier:
                      f"code reads {FORMAT}")
   config = ml_collections.ConfigDict(spec["config"])
   model = models.build(config)
-  abstract = jax.eval_shape(lambda r: models.init_params(model, r, config.mask_ratio),
-                            jax.random.key(0))
-  target = checkpoint.abstract(abstract,
-                               jax.tree.map(lambda _: sharding.replicated(mesh), abstract))
+  target = restore.replicated_target(model, config, mesh)
   if "fine_tuned" in spec["encoder"]:
     with ocp.StandardCheckpointer() as reader:
       crema = reader.restore(directory / spec["encoder"]["fine_tuned"], target)

@@ -41,6 +41,7 @@ class Loaded:
   model: models.CREMA
   params: Any
   origin: dict
+  classifier: classifier_lib.Classifier | None = None  # When read from one.
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -73,7 +74,8 @@ def load_encoder(config: ml_collections.ConfigDict, mesh) -> Loaded:
   if classifier_lib.is_classifier(config.checkpoint):
     found = classifier_lib.load(config.checkpoint, mesh)
     return Loaded(found.config, found.model, found.params["crema"],
-                  {"classifier": str(found.path), "encoder": found.spec["encoder"]})
+                  {"classifier": str(found.path), "encoder": found.spec["encoder"]},
+                  found)
   restored = restore.restore_encoder(ml_collections.ConfigDict({
       "checkpoint": config.checkpoint, "checkpoint_step": config.checkpoint_step,
       "allow_test_overlap": True, "seed": 0, "pool": "checkpoint",
@@ -85,9 +87,10 @@ def load_encoder(config: ml_collections.ConfigDict, mesh) -> Loaded:
 
 def stream_outputs(fn, params, config: ml_collections.ConfigDict,
                    pre: preprocessing.Preprocessing, mesh, desc: str):
-  """(batches with fn's outputs under "out", skipped, source) of every ECG in
-  `config.input`, read in worker processes while the model runs, with a progress bar.
-  A generator of batches; `skipped` fills as it goes."""
+  """(a generator of the batches of every ECG in `config.input`, each with fn's
+  outputs under "out"; the skipped files' reports, a list that fills as the generator
+  runs; the number of files listed). Files are read in worker processes while the
+  model runs, with a progress bar."""
   source = reading.build_source(config, pre)
   keys = list(source.keys())
   if not keys:

@@ -28,7 +28,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from crema_jax.inference import classifier as classifier_lib
 from crema_jax.inference import embed
 from crema_jax.inference import model as model_lib
 from crema_jax.inference import preprocessing
@@ -48,11 +47,6 @@ def serialize(fn: Callable, params: Any, pre: preprocessing.Preprocessing,
   return exported.serialize()
 
 
-def load(path: str | pathlib.Path) -> jax_export.Exported:
-  """An exported function (what a user without crema_jax does, in one line)."""
-  return jax_export.deserialize(bytearray(pathlib.Path(path).read_bytes()))
-
-
 def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   """Exports `config.checkpoint`'s encoder (and head, for a classifier folder)."""
   embed.check_config(config)
@@ -65,8 +59,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
                                     loaded.params, pre, config.platforms)}
   outputs = {"encoder.jax": {"features": f"[b, {loaded.model.emb_dim}] float32"}}
   card = None
-  if "classifier" in loaded.origin:
-    found = classifier_lib.load(config.checkpoint, mesh)
+  if loaded.classifier is not None:
+    found = loaded.classifier
     files["classifier.jax"] = serialize(
         model_lib.classify_fn(found.model, pre.normalize), found.params, pre,
         config.platforms)
