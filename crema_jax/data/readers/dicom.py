@@ -194,18 +194,10 @@ class DicomECG(base.FolderReader):
     ecg = records.check_signal(ecg, path, self.sampling_rate, self.min_seconds,
                                leads=self.leads)
     uid = str(ds.get("SOPInstanceUID", "") or key)
+    patient = wfdb_folder.patient_id_from_text(ds.get("PatientID"), self.name, key)
     return records.Record(
         ecg=ecg, sampling_rate=self.sampling_rate,
         ecg_id=wfdb_folder.stable_id(f"{self.name}:{uid}"),
-        patient_id=self._patient_id(ds.get("PatientID"), key), source=self.name,
+        patient_id=patient, source=self.name,
         record_name=key, age=_age(ds.get("PatientAge")),
         sex=wfdb_folder.sex_from_text(str(ds.get("PatientSex", ""))))
-
-  def _patient_id(self, value, key: str) -> int:
-    """A numeric PatientID as is; other ids hashed; none: the file is its own patient."""
-    text = str(value or "").strip()
-    if not text:
-      return wfdb_folder.stable_id(f"{self.name}:{key}")
-    if text.isdigit() and int(text) < 2**63:
-      return int(text)
-    return wfdb_folder.stable_id(f"{self.name}:patient:{text}")

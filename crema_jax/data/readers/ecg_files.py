@@ -543,7 +543,9 @@ class ECGFiles(base.FolderReader):
     return records.Record(
         ecg=ecg, sampling_rate=self.sampling_rate,
         ecg_id=wfdb_folder.stable_id(f"{self.name}:{key}"),
-        patient_id=self._patient_id(wave.patient, key), source=self.name,
+        patient_id=wfdb_folder.patient_id_from_text(wave.patient, self.name, key,
+                                                    NO_PATIENT_ID),
+        source=self.name,
         record_name=key, age=wave.age, sex=wave.sex, notes=wave.notes)
 
   def _span(self, wave: Recording, span: tuple[float, float], path: str) -> np.ndarray:
@@ -565,12 +567,3 @@ class ECGFiles(base.FolderReader):
     if first + count > len(ecg):
       raise records.RecordError(path, f"span {span} s runs past the recording's end")
     return ecg[first:first + count]
-
-  def _patient_id(self, text: str, key: str) -> int:
-    """A numeric patient id as is; other ids hashed; none (or a placeholder such as
-    "UNKNOWN"): the file is its own patient (as dicom.DicomECG)."""
-    if not text or text.lower() in NO_PATIENT_ID:
-      return wfdb_folder.stable_id(f"{self.name}:{key}")
-    if text.isascii() and text.isdigit() and int(text) < 2**63:
-      return int(text)
-    return wfdb_folder.stable_id(f"{self.name}:patient:{text}")

@@ -27,6 +27,19 @@ def stable_id(text: str) -> int:
                         "big") >> 1
 
 
+def patient_id_from_text(text, source: str, key: str,
+                         placeholders: frozenset[str] = frozenset()) -> int:
+  """A file's patient id: a plain (ASCII) number below 2**63 as is, any other id
+  hashed under the source's name; none, or one of `placeholders` (lowercase, e.g.
+  "unknown"), makes the record (`key`) its own patient."""
+  text = str(text or "").strip()
+  if not text or text.lower() in placeholders:
+    return stable_id(f"{source}:{key}")
+  if text.isascii() and text.isdigit() and int(text) < 2**63:
+    return int(text)
+  return stable_id(f"{source}:patient:{text}")
+
+
 def _strip_extension(record: str) -> str:
   """`"files/p10/s1/1.hea"` or `"files/p10/s1/1"` -> `"files/p10/s1/1"` (POSIX)."""
   record = record.strip().replace("\\", "/")
