@@ -85,9 +85,9 @@ def init_params(model: models.CREMA, device) -> dict:
 
 
 def encode_inputs(config, batch: int, device) -> tuple[jax.Array, jax.Array]:
-  """Random standardised ECGs [batch, seq_len, leads] float32 and valid [batch]."""
+  """Random standardised ECGs [batch, leads, seq_len] float32 and valid [batch]."""
   t, leads = config.data.seq_len, config.model.num_leads
-  x = np.random.default_rng(0).standard_normal((batch, t, leads), dtype=np.float32)
+  x = np.random.default_rng(0).standard_normal((batch, leads, t), dtype=np.float32)
   valid = np.full((batch,), t, np.int32)
   return jax.device_put(x, device), jax.device_put(valid, device)
 

@@ -98,7 +98,7 @@ def main():
 
     pre = preprocessing.Preprocessing.of(loaded.config)
     encode = jax.jit(model_lib.encode_fn(loaded.model, pre.normalize))
-    batch = {"view": np.zeros((args.batch_size, pre.seq_len, 12), np.float32) + 0.1,
+    batch = {"view": np.zeros((args.batch_size, 12, pre.seq_len), np.float32) + 0.1,
              "valid": np.full(args.batch_size, pre.seq_len, np.int32)}
     model_lib.apply_sharded(encode, loaded.params, batch, mesh, args.batch_size)
     start = time.perf_counter()

@@ -32,7 +32,6 @@ from configs import common
 from crema_jax import sharding
 from crema_jax import step as step_lib
 from crema_jax import train
-from crema_jax.input import views
 
 # Published dense bf16 peaks and memory per chip / GPU, for projections only.
 DEVICE_PEAKS = {
@@ -58,13 +57,14 @@ def matmul_peak_flops(dtype, n: int = 4096, repeats: int = 10) -> float:
 
 
 def random_batch(config, rng: np.random.Generator) -> dict:
-  """A host batch of the real shapes: raw float16 crops [batch, views, time, leads]
-  (the step standardises, augments and masks them), valid, patient, has_pair."""
-  b, t, leads = config.batch_size, config.data.seq_len, config.model.num_leads
-  v = views.num_views(config)
-  return {"signals": rng.standard_normal((b, v, t, leads),
+  """A host batch of the step's shapes (`step.host_batch_spec`): raw float16 crops
+  [batch, views, leads, time] (the step standardises, augments and masks them),
+  valid, patient, has_pair."""
+  spec = step_lib.host_batch_spec(config)
+  b, v = spec["valid"][0]
+  return {"signals": rng.standard_normal(spec["signals"][0],
                                          dtype=np.float32).astype(np.float16),
-          "valid": np.full((b, v), t, np.int32),
+          "valid": np.full((b, v), config.data.seq_len, np.int32),
           "has_pair": np.ones((b,), bool),
           "patient": rng.integers(0, max(b // 2, 1), size=b).astype(np.int32)}
 

@@ -1,7 +1,7 @@
 """MAE patch tokens and how many of them a mask hides (the masks themselves are drawn
 on the device, in the step: `crema_jax.input.device.random_mask`).
 
-A signal `[time, leads]` becomes `num_tokens` patch tokens: `time // patch_size` in the
+A signal `[leads, time]` becomes `num_tokens` patch tokens: `time // patch_size` in the
 `joint` layout (one token holds all leads of a time patch) or `leads * time // patch_size`
 in the `per_lead` layout (token `lead * num_patches + patch`). A mask is the pair of
 sorted index arrays `(ids_keep [K], ids_masked [M])`, K + M = num_tokens; shapes depend

@@ -29,6 +29,7 @@ from crema_jax import models
 from crema_jax import optim
 from crema_jax import sharding
 from crema_jax.input import device
+from crema_jax.input import views as views_lib
 
 
 # What the step reads of a pipeline batch (the rest, such as positions, stays on the host).
@@ -38,6 +39,17 @@ STEP_INPUTS = ("signals", "valid", "patient", "has_pair")
 def host_inputs(batch: dict) -> dict:
   """The arrays of a host batch that the step reads."""
   return {k: batch[k] for k in STEP_INPUTS}
+
+
+def host_batch_spec(config: ml_collections.ConfigDict) -> dict:
+  """{name: (shape, dtype)} of the global host batch the step reads: raw float16
+  crops `signals [batch, views, leads, time]`, their `valid` samples [batch, views],
+  `patient` and `has_pair` [batch]."""
+  b, v = config.batch_size, views_lib.num_views(config)
+  return {"signals": ((b, v, config.model.num_leads, config.data.seq_len), jnp.float16),
+          "valid": ((b, v), jnp.int32),
+          "patient": ((b,), jnp.int32),
+          "has_pair": ((b,), jnp.bool_)}
 
 
 @flax.struct.dataclass
@@ -61,7 +73,7 @@ def forward(model: models.CREMA, params, batch: dict, config: ml_collections.Con
             rng: jax.Array | None, train: bool = True) -> tuple[jax.Array, dict]:
   """The hybrid loss of one global batch of views; returns (loss, metrics).
 
-  batch (the schema of `crema_jax.input.device`): signals [B, V, T, leads]; ids_keep
+  batch (the schema of `crema_jax.input.device`): signals [B, V, leads, T]; ids_keep
   [B, V, K]; ids_masked [B, V, M]; keep_valid [B, V, K], masked_valid [B, V, M]
   (False: a token of padding, left out of the pooling and of the targets); patient
   [B]; has_pair [B]. Views 0 and 1 are two views of each ECG; view 2, when V = 3, a
@@ -89,6 +101,13 @@ def forward(model: models.CREMA, params, batch: dict, config: ml_collections.Con
 
   rngs = {"dropout": rng} if rng is not None else {}
   z, pred, target = model.apply({"params": params}, method=run, rngs=rngs)
+  with jax.named_scope("loss"):
+    return _hybrid_loss(z, pred, target, batch, weights, b, v)
+
+
+def _hybrid_loss(z, pred, target, batch, weights, b, v):
+  """The three losses of `forward` from its projections z [B, V, P] and its
+  reconstructions and targets."""
   if v == 3:  # Each ECG and its pair view, example-major: [z0, pair0, z1, pair1, ...].
     z_patient = z[:, ::2].reshape(2 * b, -1)
     patient_ids = jnp.repeat(batch["patient"], 2)
@@ -97,7 +116,8 @@ def forward(model: models.CREMA, params, batch: dict, config: ml_collections.Con
     z_patient, patient_ids, patient_valid = z[:, 0], batch["patient"], jnp.ones((b,), bool)
   loss, parts = losses.hybrid_objective(
       {k: weights[k] for k in losses.LOSS_NAMES}, weights.temperature, pred=pred,
-      target=target, target_valid=flat(batch["masked_valid"][:, :2]),
+      target=target,
+      target_valid=batch["masked_valid"][:, :2].reshape(2 * b, -1),
       z1=z[:, 0], z2=z[:, 1], z_patient=z_patient,
       patient_ids=patient_ids, patient_valid=patient_valid)
   return loss, {"loss": loss, **{f"loss_{name}": part for name, part in parts.items()}}
@@ -106,7 +126,7 @@ def forward(model: models.CREMA, params, batch: dict, config: ml_collections.Con
 def make_train_step(model, optimizer, config, state_shardings, mesh):
   """The jitted, state-donating step: (state, host batch) -> (state, metrics).
 
-  The host batch holds raw crops (`signals [B, V, T, leads]`), their `valid` samples
+  The host batch holds raw crops (`signals [B, V, leads, T]`), their `valid` samples
   [B, V], `patient` and `has_pair`; the step standardises, augments and masks them (`input.device`) with
   keys of (seed, step, example) before the loss."""
   transform = device.ViewTransform.from_config(config)
@@ -117,15 +137,17 @@ def make_train_step(model, optimizer, config, state_shardings, mesh):
     # Each device draws its own examples' randomness: without this XLA may draw it
     # elsewhere and move it (all-to-all of per-example values).
     keys = jax.lax.with_sharding_constraint(keys, sharding.batch_sharding(mesh))
-    views = device.pretrain_views(transform, keys, batch["signals"], batch["valid"])
+    with jax.named_scope("views"):
+      views = device.pretrain_views(transform, keys, batch["signals"], batch["valid"])
     inputs = {**views, "patient": batch["patient"], "has_pair": batch["has_pair"]}
     rng = jax.random.fold_in(dropout_rng, state.step)
     grad_fn = jax.value_and_grad(
         lambda p: forward(model, p, inputs, config, rng, train=True), has_aux=True)
     (_, step_metrics), grads = grad_fn(state.params)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    step_metrics["grad_norm"] = optax.global_norm(grads)
+    with jax.named_scope("optimizer"):
+      updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+      params = optax.apply_updates(state.params, updates)
+      step_metrics["grad_norm"] = optax.global_norm(grads)
     return TrainState(state.step + 1, params, opt_state), step_metrics
 
   # The state is donated (its update reuses its buffers). The batch is not: XLA reuses

@@ -27,7 +27,7 @@ def views(config: ml_collections.ConfigDict, prepared: storage.PreparedSource,
           seed: int = 0, positions: np.ndarray | None = None):
   """Yields the eval batches of `folds` or `positions` (every ECG once, in order), with
   `view`
-  [b, seq_len, leads] shifted by `shifts.SHIFTS[shift]` and then normalised as the
+  [b, leads, seq_len] shifted by `shifts.SHIFTS[shift]` and then normalised as the
   model was trained. The shift's randomness is seeded per ECG position."""
   normalize = config.data.normalize == "per_lead"
   for batch in pipeline.eval_dataset(config, prepared, folds, batch_size,
@@ -35,7 +35,8 @@ def views(config: ml_collections.ConfigDict, prepared: storage.PreparedSource,
     x = batch["view"]
     if shift is not None:
       fn = shifts.SHIFTS[shift]
-      x = np.stack([fn(v, config.data.sampling_rate, np.random.default_rng((seed, p)))
+      # Shifts act on the signal as recorded, [time, leads].
+      x = np.stack([fn(v.T, config.data.sampling_rate, np.random.default_rng((seed, p))).T
                     for v, p in zip(x, batch["position"])])
     x = np.asarray(standardize_batch(x, batch["valid"])) if normalize else x
     batch["view"] = x.astype(np.float32)
@@ -44,7 +45,7 @@ def views(config: ml_collections.ConfigDict, prepared: storage.PreparedSource,
 
 @functools.partial(jax.jit, static_argnums=0)
 def embed(model: models.CREMA, params: Any, x: jax.Array, valid: jax.Array) -> jax.Array:
-  """Pooled features [b, emb] of whole signals x [b, time, leads] whose first valid
+  """Pooled features [b, emb] of whole signals x [b, leads, time] whose first valid
   [b] samples are signal (one compile per model and shape)."""
   return model.apply({"params": params}, x, valid=valid, method=model.embed)
 

@@ -32,6 +32,7 @@ from crema_jax.evaluation import features as features_lib
 from crema_jax.evaluation import scores
 from crema_jax.input import device
 from crema_jax.input import pipeline
+from crema_jax.input import views
 from crema_jax import models
 from crema_jax import optim
 from crema_jax import sharding
@@ -92,7 +93,7 @@ class FinetuneResult:
 
 @functools.partial(jax.jit, static_argnums=0)
 def logits(model: models.CREMA, params: Any, x: jax.Array, valid: jax.Array) -> jax.Array:
-  """The fine-tuned model (eval mode): x [b, time, leads] whose first valid [b]
+  """The fine-tuned model (eval mode): x [b, leads, time] whose first valid [b]
   samples are signal -> logits [b, classes]."""
   feats = model.apply({"params": params["crema"]}, x, valid=valid, method=model.embed)
   return feats @ params["head"]["w"] + params["head"]["b"]
@@ -112,6 +113,58 @@ def augmented_config(config: ml_collections.ConfigDict,
   config = config.copy_and_resolve_references()
   config.data.augment = augment.copy_and_resolve_references()
   return config
+
+
+def make_optimizer(model: models.CREMA, ft: ml_collections.ConfigDict, classes: int):
+  """(optimizer, initial_params): fine-tuning's AdamW (clipping, warmup + cosine, the
+  per-leaf rates of `lr_multipliers`) and fn(crema_params, head (w, b)) -> the
+  parameters it updates, {"crema": ..., "head": {"w" [emb, classes], "b"}}."""
+  def initial_params(crema_params: Any, head: tuple) -> dict:
+    return {"crema": crema_params,
+            "head": {"w": jnp.asarray(head[0], jnp.float32).reshape(model.emb_dim, classes),
+                     "b": jnp.asarray(head[1], jnp.float32).reshape(classes)}}
+
+  shapes = jax.eval_shape(lambda r: initial_params(
+      models.init_params(model, r), (jnp.zeros((model.emb_dim, classes)),
+                                     jnp.zeros((classes,)))), jax.random.key(0))
+  multipliers = lr_multipliers(shapes, model.depth, ft.layer_decay, ft.head_lr_scale)
+  optimizer = optax.chain(
+      optax.clip_by_global_norm(1.0),
+      optax.adamw(optim.make_schedule(ft.lr, ft.warmup_steps, ft.steps),
+                  weight_decay=ft.weight_decay, mask=optim.decay_mask),
+      scale_by_tree(multipliers))
+  return optimizer, initial_params
+
+
+def make_step(model: models.CREMA, optimizer: optax.GradientTransformation,
+              config: ml_collections.ConfigDict, ft: ml_collections.ConfigDict,
+              seed: int):
+  """The jitted fine-tuning step: (params, opt_state, crops [b, leads, time] raw
+  float16 mV, valid [b], labels [b, classes], step i) -> (params, opt_state, loss).
+  Crops are standardised and augmented (`ft.augment`; the time shift is the host's)
+  on the device with keys of (seed, i, example)."""
+  transform = device.ViewTransform.from_config(augmented_config(config, ft.augment))
+  view_seed, dropout_rng = seed, jax.random.fold_in(jax.random.key(seed), 1)
+
+  def loss_fn(p, crops, valid, y, i):
+    keys = device.example_keys(view_seed, i, crops.shape[0])
+    with jax.named_scope("views"):
+      x = jax.vmap(transform.view)(keys, crops, valid)
+    feats = model.apply({"params": p["crema"]}, x, train=True, valid=valid,
+                        method=model.embed,
+                        rngs={"dropout": jax.random.fold_in(dropout_rng, i)})
+    with jax.named_scope("loss"):
+      return optax.sigmoid_binary_cross_entropy(
+          feats @ p["head"]["w"] + p["head"]["b"], y).mean()
+
+  @jax.jit
+  def step(p, s, x, valid, y, i):
+    loss, grads = jax.value_and_grad(loss_fn)(p, x, valid, y, i)
+    with jax.named_scope("optimizer"):
+      updates, s = optimizer.update(grads, s, p)
+      return optax.apply_updates(p, updates), s, loss
+
+  return step
 
 
 def finetune(model: models.CREMA, crema_params: Any, config: ml_collections.ConfigDict,
@@ -134,40 +187,16 @@ def finetune(model: models.CREMA, crema_params: Any, config: ml_collections.Conf
   classes = labels.shape[1]
   if head is None:
     head = (np.zeros((model.emb_dim, classes)), np.zeros((classes,)))
-  params = {"crema": crema_params,
-            "head": {"w": jnp.asarray(head[0], jnp.float32),
-                     "b": jnp.asarray(head[1], jnp.float32)}}
-  multipliers = lr_multipliers(params, model.depth, ft.layer_decay, ft.head_lr_scale)
-  optimizer = optax.chain(
-      optax.clip_by_global_norm(1.0),
-      optax.adamw(optim.make_schedule(ft.lr, ft.warmup_steps, ft.steps),
-                  weight_decay=ft.weight_decay, mask=optim.decay_mask),
-      scale_by_tree(multipliers))
+  optimizer, initial_params = make_optimizer(model, ft, classes)
+  params = initial_params(crema_params, head)
   replicated = sharding.replicated(mesh)
   params = jax.device_put(params, replicated)
   opt_state = jax.jit(optimizer.init, out_shardings=replicated)(params)
-  # Fine-tuning's own standardisation and augmentation, on the device.
-  transform = device.ViewTransform.from_config(augmented_config(config, ft.augment))
-  view_seed, dropout_rng = seed, jax.random.fold_in(jax.random.key(seed), 1)
-
-  def loss_fn(p, crops, valid, y, i):
-    keys = device.example_keys(view_seed, i, crops.shape[0])
-    x = jax.vmap(transform.view)(keys, crops, valid)
-    feats = model.apply({"params": p["crema"]}, x, train=True, valid=valid,
-                        method=model.embed,
-                        rngs={"dropout": jax.random.fold_in(dropout_rng, i)})
-    return optax.sigmoid_binary_cross_entropy(
-        feats @ p["head"]["w"] + p["head"]["b"], y).mean()
-
-  @jax.jit
-  def step(p, s, x, valid, y, i):
-    loss, grads = jax.value_and_grad(loss_fn)(p, x, valid, y, i)
-    updates, s = optimizer.update(grads, s, p)
-    return optax.apply_updates(p, updates), s, loss
-
+  step = make_step(model, optimizer, config, ft, seed)
   batch_size = -(-ft.batch_size // mesh.size) * mesh.size
-  stream = iter(pipeline.finetune_dataset(config, prepared, train_positions, batch_size,
-                                          seed=seed))
+  stream = iter(pipeline.finetune_dataset(
+      config, prepared, train_positions, batch_size, seed=seed,
+      max_shift=views.max_shift_samples(ft.augment, config.data.sampling_rate)))
   logits_fn = functools.partial(logits, model)
   val_labels = labels[val_positions]
 

@@ -56,22 +56,22 @@ def reconstructions(x: np.ndarray, masked_time: np.ndarray, recon: np.ndarray,
   """Original, masked spans and reconstruction, a row per ECG and a column per lead.
 
   Args:
-    x: [n, time, 12] normalised input ECGs.
-    masked_time: [n, time, 12] bool, True where the model saw nothing.
-    recon: [n, time, 12] the decoder's output (valid where masked).
+    x: [n, 12, time] normalised input ECGs.
+    masked_time: [n, 12, time] bool, True where the model saw nothing.
+    recon: [n, 12, time] the decoder's output (valid where masked).
   """
   n = len(x)
   fig, axes = plt.subplots(n, len(leads), figsize=(6 * len(leads), 1.9 * n),
                            squeeze=False)
-  t = np.arange(x.shape[1]) / sampling_rate
+  t = np.arange(x.shape[-1]) / sampling_rate
   for i in range(n):
     for j, lead in enumerate(leads):
       k = records.LEADS.index(lead)
       ax = axes[i, j]
-      ax.plot(t, x[i, :, k], color="black", linewidth=0.7, label="original")
-      shown = np.where(masked_time[i, :, k], recon[i, :, k], np.nan)
+      ax.plot(t, x[i, k], color="black", linewidth=0.7, label="original")
+      shown = np.where(masked_time[i, k], recon[i, k], np.nan)
       ax.plot(t, shown, color="tab:red", linewidth=0.8, label="reconstruction")
-      ax.fill_between(t, 0, 1, where=masked_time[i, :, k], color="tab:red", alpha=0.08,
+      ax.fill_between(t, 0, 1, where=masked_time[i, k], color="tab:red", alpha=0.08,
                       transform=ax.get_xaxis_transform(), label="masked")
       title = f"lead {lead}" + (f" - {titles[i]}" if titles else "")
       ax.set_title(title, fontsize=8)

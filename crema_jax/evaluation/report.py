@@ -192,7 +192,7 @@ def reconstruct(model: models.CREMA, params: Any, x: np.ndarray, mask_ratio: flo
                 seed: int) -> tuple[np.ndarray, np.ndarray]:
   """The decoder's reconstruction of randomly masked ECGs.
 
-  x: [n, time, leads] normalised -> (recon [n, time, leads], masked [n, time, leads]
+  x: [n, leads, time] normalised -> (recon [n, leads, time], masked [n, leads, time]
   bool). With per-patch normalised targets the prediction is mapped back with each
   original patch's mean and std, as MAE's figures do.
   """

@@ -11,7 +11,7 @@ for `config.platforms` (CPU and CUDA by default). Loading, without this package:
 
   import jax, numpy as np
   fn = jax.export.deserialize(bytearray(open("OUT/classifier.jax", "rb").read()))
-  features, probabilities = fn.call(x, valid)  # x [b, seq_len, leads] float32 mV,
+  features, probabilities = fn.call(x, valid)  # x [b, leads, seq_len] float32 mV,
                                                # valid [b] int32 samples of signal
 """
 
@@ -37,10 +37,10 @@ from crema_jax import sharding
 def serialize(fn: Callable, params: Any, pre: preprocessing.Preprocessing,
               platforms: Sequence[str]) -> bytes:
   """fn(params, x, valid) with `params` folded in as constants, exported for a
-  symbolic batch b: x [b, seq_len, leads] float32, valid [b] int32."""
+  symbolic batch b: x [b, leads, seq_len] float32, valid [b] int32."""
   params = jax.tree.map(np.asarray, jax.device_get(params))
   (b,) = jax_export.symbolic_shape("b")
-  x = jax.ShapeDtypeStruct((b, pre.seq_len, len(pre.leads)), jnp.float32)
+  x = jax.ShapeDtypeStruct((b, len(pre.leads), pre.seq_len), jnp.float32)
   valid = jax.ShapeDtypeStruct((b,), jnp.int32)
   exported = jax_export.export(jax.jit(lambda x, v: fn(params, x, v)),
                                platforms=tuple(platforms))(x, valid)
@@ -78,7 +78,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   summary = {
       "files": {name: len(blob) for name, blob in files.items()},
       "platforms": list(config.platforms), "encoder": loaded.origin,
-      "inputs": {"x": f"[b, {pre.seq_len}, {len(pre.leads)}] float32 mV, leads "
+      "inputs": {"x": f"[b, {len(pre.leads)}, {pre.seq_len}] float32 mV, leads "
                       f"{list(pre.leads)} at {pre.sampling_rate} Hz",
                  "valid": "[b] int32: samples of signal at the start of each x (the "
                           "rest zero padding)"},

@@ -4,7 +4,7 @@ and how a host batch runs on the mesh (`apply_sharded`); what they expect of a s
 
 The embed and predict jobs run exactly these functions, and `export` serialises
 exactly these: what a user runs from an export is what the tests ran.
-  encode:   x [b, seq_len, leads] mV, valid [b] -> features [b, emb]
+  encode:   x [b, leads, seq_len] mV, valid [b] -> features [b, emb]
   classify: x, valid -> (features [b, emb], probabilities [b, classes])
 Per-lead standardisation (when the checkpoint was trained with it) is inside them, so
 their input is the signal in millivolts at the checkpoint's rate and lead order.
@@ -24,7 +24,7 @@ from crema_jax import sharding
 
 
 def encode_fn(model: models.CREMA, normalize: str) -> Callable:
-  """fn(params, x [b, seq_len, leads] float32 mV, valid [b] int32) -> [b, emb]: the
+  """fn(params, x [b, leads, seq_len] float32 mV, valid [b] int32) -> [b, emb]: the
   pooled features, as the checkpoint pools (`model.pool`)."""
   def encode(params: Any, x: jax.Array, valid: jax.Array) -> jax.Array:
     if normalize == "per_lead":

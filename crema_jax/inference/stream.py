@@ -16,7 +16,7 @@ from crema_jax.input import views
 def batches(items: Iterator[reading.Item], pre: preprocessing.Preprocessing,
             batch_size: int, skipped: list[dict],
             leads: Sequence[str] | None = None) -> Iterator[dict]:
-  """Batches of the readable items: {"view" [b, seq_len, len(pre.leads)] float32 mV
+  """Batches of the readable items: {"view" [b, len(pre.leads), seq_len] float32 mV
   (the centred crop, zero-padded; with `leads`, the items' leads, at their places and
   the others zero), "valid" [b] int32, "key" [b], the records' fields, and
   "files_done": files finished since the last batch (for progress)}; the last may be
@@ -26,8 +26,8 @@ def batches(items: Iterator[reading.Item], pre: preprocessing.Preprocessing,
 
   def emit():
     crops, valid = views.centred_crops([i.stored for i in buffer], pre.seq_len)
-    view = np.zeros(crops.shape[:2] + (len(pre.leads),), np.float32)
-    view[:, :, columns] = crops
+    view = np.zeros((len(crops), len(pre.leads), crops.shape[2]), np.float32)
+    view[:, columns] = crops
     batch = {"view": view, "valid": valid, "files_done": files_done,
              "key": np.array([i.key for i in buffer])}
     for field in buffer[0].fields:

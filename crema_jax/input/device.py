@@ -1,16 +1,24 @@
 """What the step does to a host batch before the model sees it, on the device.
 
-The host sends raw crops (`signals [batch, views, time, leads]`, float16 millivolts:
-cheap slicing of the stored record) and how many of their samples are signal (`valid
-[batch, views]`: a record shorter than the crop is zero-padded at the end). Inside the
-jitted step, each view is standardised per lead over its valid samples, augmented (time shift, amplitude scale, baseline wander, Gaussian noise, lead
-dropout; `config.data.augment`, an amount of 0 switches one off) and given an MAE mask,
-all drawn with `jax.random` from (seed, step, example), so a run is reproducible and
-resumes exactly on any number of devices. Every function here is per example and
-vmapped over the batch: nothing crosses devices.
+The host sends raw crops (`signals [batch, views, leads, time]`, float16 millivolts:
+cheap slicing of the stored record, already shifted in time: `views.PretrainCrops`)
+and how many of their samples are signal (`valid [batch, views]`: a record shorter
+than the crop is zero-padded at the end). Inside the jitted step, each view is
+standardised per lead over its valid samples, augmented (amplitude scale, baseline
+wander, Gaussian noise, lead dropout; `config.data.augment`, an amount of 0 switches
+one off) and given an MAE mask, all drawn with `jax.random` from (seed, step,
+example), so a run is reproducible and resumes exactly on any number of devices.
+Every function here is per example and vmapped over the batch: nothing crosses
+devices.
+
+Signals keep time as their last axis (`[leads, time]`), the axis a TPU lays on its 128
+lanes: with the 12 leads last, every signal-sized buffer would take 10.7x its size
+in HBM. Per-lead and per-sample factors (lead dropout, padding) multiply the signal
+as `[leads, 1]` and `[1, time]` factors, never as masks of the signal's size, and
+nothing here gathers along time.
 
 The step's batch schema (`pretrain_views`):
-  signals     [batch, views, time, leads] float32, standardised and augmented
+  signals     [batch, views, leads, time] float32, standardised and augmented
   ids_keep    [batch, views, K] int32, sorted visible tokens of each view
   ids_masked  [batch, views, M] int32, sorted masked tokens
   keep_valid, masked_valid  [batch, views, K | M] bool, whether those tokens hold
@@ -37,32 +45,27 @@ from crema_jax import masking
 EPS = 1e-6
 
 
-# ------------------------------------------------------------- one view [time, leads]
+# ------------------------------------------------------------- one view [leads, time]
+def inside(x: jax.Array, valid: jax.Array) -> jax.Array:
+  """[1, time] float: 1 for the first `valid` samples of x [leads, time], else 0."""
+  return (jnp.arange(x.shape[-1]) < valid).astype(x.dtype)[None, :]
+
+
 def standardize(x: jax.Array, valid: jax.Array | None = None) -> jax.Array:
-  """Per-lead zero mean and unit std of x: [time, leads] float32, over its first
+  """Per-lead zero mean and unit std of x: [leads, time] float32, over its first
   `valid` samples (int scalar; None: all), the rest (zero padding of a short record)
   left at zero; a flat lead (std below EPS: a dropped or absent lead) becomes zeros."""
   if valid is None:
-    mean = x.mean(axis=0, keepdims=True)
-    std = x.std(axis=0, keepdims=True)
+    mean = x.mean(axis=-1, keepdims=True)
+    std = x.std(axis=-1, keepdims=True)
     return jnp.where(std > EPS, (x - mean) / jnp.maximum(std, EPS), 0.0)
-  inside = (jnp.arange(x.shape[0]) < valid)[:, None]
-  count = jnp.maximum(jnp.minimum(valid, x.shape[0]), 1).astype(jnp.float32)
-  mean = jnp.where(inside, x, 0.0).sum(axis=0, keepdims=True) / count
-  var = jnp.where(inside, jnp.square(x - mean), 0.0).sum(axis=0, keepdims=True) / count
+  weight = inside(x, valid)
+  count = jnp.maximum(jnp.minimum(valid, x.shape[-1]), 1).astype(x.dtype)
+  mean = (x * weight).sum(axis=-1, keepdims=True) / count
+  var = (jnp.square(x - mean) * weight).sum(axis=-1, keepdims=True) / count
   std = jnp.sqrt(var)
-  return jnp.where(inside & (std > EPS), (x - mean) / jnp.maximum(std, EPS), 0.0)
-
-
-def time_shift(key: jax.Array, x: jax.Array, max_shift: int) -> jax.Array:
-  """Shifts x by U{-max_shift..max_shift} samples, padding with the edge values."""
-  if max_shift <= 0:
-    return x
-  shift = jax.random.randint(key, (), -max_shift, max_shift + 1)
-  # A gather at clamped positions, not a padded copy: XLA partitions a per-example
-  # gather along the batch, while it moved padding's concatenation between devices.
-  source = jnp.clip(jnp.arange(x.shape[0]) - shift, 0, x.shape[0] - 1)
-  return jnp.take(x, source, axis=0)
+  scale = jnp.where(std > EPS, 1.0 / jnp.maximum(std, EPS), 0.0)  # [leads, 1]
+  return (x - mean) * scale * weight
 
 
 def amplitude_scale(key: jax.Array, x: jax.Array, scale: float) -> jax.Array:
@@ -79,12 +82,15 @@ def baseline_wander(key: jax.Array, x: jax.Array, amplitude: float, max_hz: floa
   if amplitude <= 0:
     return x
   k_freq, k_amp, k_phase = jax.random.split(key, 3)
-  leads = x.shape[1]
+  leads = x.shape[0]
   freq = jax.random.uniform(k_freq, (), minval=0.05, maxval=max(max_hz, 0.05))
-  amp = jax.random.uniform(k_amp, (1, leads), maxval=amplitude)
-  phase = jax.random.uniform(k_phase, (1, leads), maxval=2 * math.pi)
-  t = jnp.arange(x.shape[0], dtype=jnp.float32)[:, None] / sampling_rate
-  return x + amp * jnp.sin(2 * math.pi * freq * t + phase)
+  amp = jax.random.uniform(k_amp, (leads, 1), maxval=amplitude)
+  phase = jax.random.uniform(k_phase, (leads, 1), maxval=2 * math.pi)
+  angle = 2 * math.pi * freq * jnp.arange(x.shape[-1], dtype=jnp.float32) / sampling_rate
+  # sin(angle + phase) = sin(angle) cos(phase) + cos(angle) sin(phase): two sinusoids
+  # over time per view instead of one per lead and sample.
+  return (x + (amp * jnp.cos(phase)) * jnp.sin(angle)[None, :]
+          + (amp * jnp.sin(phase)) * jnp.cos(angle)[None, :])
 
 
 def gaussian_noise(key: jax.Array, x: jax.Array, max_std: float) -> jax.Array:
@@ -101,24 +107,23 @@ def lead_dropout(key: jax.Array, x: jax.Array, p: float) -> jax.Array:
   if p <= 0:
     return x
   k_drop, k_keep = jax.random.split(key)
-  leads = x.shape[1]
+  leads = x.shape[0]
   drop = jax.random.uniform(k_drop, (leads,)) < p
   spared = jnp.arange(leads) == jax.random.randint(k_keep, (), 0, leads)
   drop = drop & ~(drop.all() & spared)
-  return jnp.where(drop[None, :], 0.0, x)
+  return x * (~drop).astype(x.dtype)[:, None]
 
 
 def augment(key: jax.Array, x: jax.Array, config: ml_collections.ConfigDict,
             sampling_rate: float) -> jax.Array:
-  """All augmentations of `config` (`data.augment`) of a standardised x: [time, leads],
-  in a fixed order."""
-  keys = jax.random.split(key, 5)
-  x = time_shift(keys[0], x, int(round(config.max_shift_seconds * sampling_rate)))
-  x = amplitude_scale(keys[1], x, config.scale)
-  x = baseline_wander(keys[2], x, config.wander_amplitude, config.wander_max_hz,
+  """The device's augmentations of `config` (`data.augment`) of a standardised x:
+  [leads, time], in a fixed order (the time shift is the host's: `views.crop`)."""
+  keys = jax.random.split(key, 4)
+  x = amplitude_scale(keys[0], x, config.scale)
+  x = baseline_wander(keys[1], x, config.wander_amplitude, config.wander_max_hz,
                       sampling_rate)
-  x = gaussian_noise(keys[3], x, config.noise_std)
-  return lead_dropout(keys[4], x, config.lead_dropout)
+  x = gaussian_noise(keys[2], x, config.noise_std)
+  return lead_dropout(keys[3], x, config.lead_dropout)
 
 
 def random_mask(key: jax.Array, num_tokens: int, mask_ratio: float,
@@ -168,17 +173,17 @@ class ViewTransform:
                                self.token_layout)
 
   def view(self, key: jax.Array, x: jax.Array, valid: jax.Array) -> jax.Array:
-    """A raw crop x: [time, leads] whose first `valid` samples are signal -> the
+    """A raw crop x: [leads, time] whose first `valid` samples are signal -> the
     standardised, augmented float32 view, zero after `valid`."""
     x = x.astype(jnp.float32)
     if self.normalize:
       x = standardize(x, valid)
     if self.augment is not None:
       x = augment(key, x, self.augment, self.sampling_rate)
-    return jnp.where((jnp.arange(x.shape[0]) < valid)[:, None], x, 0.0)
+    return x * inside(x, valid)
 
   def masked_view(self, key: jax.Array, x: jax.Array, valid: jax.Array):
-    """-> (view [time, leads], ids_keep [K], ids_masked [M])."""
+    """-> (view [leads, time], ids_keep [K], ids_masked [M])."""
     k_view, k_mask = jax.random.split(key)
     return (self.view(k_view, x, valid),
             *random_mask(k_mask, self.num_tokens, self.mask_ratio,
@@ -193,7 +198,7 @@ def example_keys(seed: int, step: jax.Array, batch_size: int) -> jax.Array:
 
 def pretrain_views(transform: ViewTransform, keys: jax.Array, signals: jax.Array,
                    valid: jax.Array) -> dict[str, jax.Array]:
-  """keys [batch], signals [batch, views, time, leads] raw crops whose first valid
+  """keys [batch], signals [batch, views, leads, time] raw crops whose first valid
   [batch, views] samples are signal -> signals, ids_keep, ids_masked, keep_valid,
   masked_valid of the step's schema (module docstring)."""
   views = signals.shape[1]

@@ -101,7 +101,7 @@ def _iterate(ds: grain.MapDataset, data_config: ml_collections.ConfigDict):
 def pretrain_dataset(config: ml_collections.ConfigDict, prepared: storage.PreparedSource,
                      *, process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
   """The infinite pretraining stream of this process's share of the global batch:
-  `views.PretrainCrops` batches (signals [b, views, seq_len, leads] float16, patient,
+  `views.PretrainCrops` batches (signals [b, views, leads, seq_len] float16, patient,
   has_pair, position, pair_position).
 
   Args:
@@ -138,8 +138,9 @@ def pretrain_dataset(config: ml_collections.ConfigDict, prepared: storage.Prepar
   ds = (streams[0] if len(streams) == 1 else
         grain.MapDataset.mix(streams, [float(w) for w in prepared.weights]))
   ds = ds.batch(config.batch_size // process_count, drop_remainder=True)
-  ds = ds.random_map(views.PretrainCrops(subset, data.seq_len, views.num_views(config),
-                                         data.augment.random_crop),
+  ds = ds.random_map(views.PretrainCrops(
+      subset, data.seq_len, views.num_views(config), data.augment.random_crop,
+      views.max_shift_samples(data.augment, data.sampling_rate)),
                      seed=data.shuffle_seed + 1)
   return _iterate(ds, data)
 
@@ -149,7 +150,8 @@ def eval_dataset(config: ml_collections.ConfigDict, prepared: storage.PreparedSo
                  positions: np.ndarray | None = None, process_index: int = 0,
                  process_count: int = 1) -> grain.IterDataset:
   """Every record of `folds` (or at `positions`, indices in the prepared source) once,
-  in that order, as centred float32 mV crops (`views.EvalView`); the last batch may be
+  in that order, as centred float32 mV crops [b, leads, seq_len] (`views.EvalView`);
+  the last batch may be
   smaller.
 
   With `data.eval_leads` set, leads outside it are zeroed (a 12-lead checkpoint
@@ -166,11 +168,13 @@ def eval_dataset(config: ml_collections.ConfigDict, prepared: storage.PreparedSo
 
 def finetune_dataset(config: ml_collections.ConfigDict, prepared: storage.PreparedSource,
                      positions: np.ndarray, batch_size: int, *, seed: int = 0,
-                     random_crop: bool = True, process_index: int = 0,
+                     random_crop: bool = True, max_shift: int = 0,
+                     process_index: int = 0,
                      process_count: int = 1) -> grain.IterDataset:
   """The infinite, shuffled stream of labelled raw crops (`views.LabelledCrop`) of
   `positions` (indices in the prepared source), `batch_size // process_count` examples
-  per process; the fine-tuning step standardises and augments them. With
+  per process, shifted in time by up to `max_shift` samples; the fine-tuning step
+  standardises and augments them. With
   `data.eval_leads` set, leads outside it are zeroed, as in evaluation."""
   mask = eval_lead_mask(config, check_leads(config, prepared))
   if batch_size % process_count:
@@ -180,6 +184,7 @@ def finetune_dataset(config: ml_collections.ConfigDict, prepared: storage.Prepar
   ds = grain.MapDataset.range(len(subset))[process_index::process_count]
   ds = ds.shuffle(seed=seed).repeat()
   ds = ds.batch(batch_size // process_count, drop_remainder=True)
-  ds = ds.random_map(views.LabelledCrop(subset, config.data.seq_len, random_crop, mask),
+  ds = ds.random_map(views.LabelledCrop(subset, config.data.seq_len, random_crop, mask,
+                                        max_shift),
                      seed=seed + 1)
   return _iterate(ds, config.data)

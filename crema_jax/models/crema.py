@@ -30,7 +30,7 @@ def gather_tokens(tokens: jnp.ndarray, ids: jnp.ndarray) -> jnp.ndarray:
 
 def masked_targets(x: jnp.ndarray, ids_masked: jnp.ndarray, patch_size: int,
                    layout: str, norm_targets: bool) -> jnp.ndarray:
-  """Reconstruction targets: x [batch, time, leads] -> [batch, M, patch_dim] float32.
+  """Reconstruction targets: x [batch, leads, time] -> [batch, M, patch_dim] float32.
 
   With `norm_targets` every patch is standardised on its own (MAE's norm_pix_loss).
   """
@@ -202,7 +202,7 @@ class CREMA(nn.Module):
     """Encodes the visible patches.
 
     Args:
-      x: [batch, time, leads] signals.
+      x: [batch, leads, time] signals.
       ids_keep: [batch, K] int indices of the visible tokens.
       train: enables dropout and drop-path (needs a 'dropout' rng).
 
@@ -237,13 +237,13 @@ class CREMA(nn.Module):
 
   def embed(self, x: jnp.ndarray, train: bool = False,
             valid: jnp.ndarray | None = None) -> jnp.ndarray:
-    """Features of whole, unmasked signals (for probing): x [batch, time, leads] ->
+    """Features of whole, unmasked signals (for probing): x [batch, leads, time] ->
     [batch, emb_dim] float32. valid: optional [batch] samples of signal at the start
     of each x (the rest is padding, left out of the pooling)."""
     ids = jnp.broadcast_to(jnp.arange(self.num_tokens, dtype=jnp.int32),
                            (x.shape[0], self.num_tokens))
     keep_valid = None if valid is None else masking.token_valid(
-        valid, x.shape[1], self.patch_size, self.num_leads, self.token_layout)
+        valid, x.shape[-1], self.patch_size, self.num_leads, self.token_layout)
     return self.pool_latent(self.forward_encoder(x, ids, train), keep_valid)
 
   def project(self, pooled: jnp.ndarray) -> jnp.ndarray:
@@ -283,7 +283,7 @@ class CREMA(nn.Module):
     return self.decoder_pred(gather_tokens(full, ids_masked)).astype(jnp.float32)
 
   def targets(self, x: jnp.ndarray, ids_masked: jnp.ndarray) -> jnp.ndarray:
-    """x: [batch, time, leads] -> reconstruction targets [batch, M, patch_dim]."""
+    """x: [batch, leads, time] -> reconstruction targets [batch, M, patch_dim]."""
     return masked_targets(x, ids_masked, self.patch_size, self.token_layout,
                           self.norm_targets)
 
@@ -292,7 +292,7 @@ class CREMA(nn.Module):
     """One masked view through the whole model.
 
     Args:
-      x: [batch, time, leads] signals.
+      x: [batch, leads, time] signals.
       ids_keep: [batch, K] visible token indices.
       ids_masked: [batch, M] masked token indices.
       train: enables dropout and drop-path.
@@ -315,7 +315,7 @@ def init_params(model: CREMA, rng: jax.Array, mask_ratio: float = 0.75) -> Any:
   """Initial parameters; their shapes depend only on the model, not on the mask."""
   n = model.num_tokens
   m = masking.num_masked(n, mask_ratio)
-  x = jnp.zeros((1, model.seq_len, model.num_leads), jnp.float32)
+  x = jnp.zeros((1, model.num_leads, model.seq_len), jnp.float32)
   ids_keep = jnp.arange(n - m, dtype=jnp.int32)[None]
   ids_masked = jnp.arange(n - m, n, dtype=jnp.int32)[None]
   return model.init({"params": rng}, x, ids_keep, ids_masked)["params"]

@@ -1,8 +1,10 @@
 """Patch tokens of a 12-lead ECG: patchify, the patch embedding, fixed positions.
 
+Signals are `[batch, leads, time]`: time last, the axis a TPU lays on its lanes.
+
 Token layouts (see crema_jax.masking):
   joint:    one token per time patch holding every lead; N = time // patch_size,
-            patch_dim = patch_size * leads, time-major (value t * leads + l is
+            patch_dim = leads * patch_size, lead-major (value l * patch_size + t is
             sample t of lead l).
   per_lead: one token per lead and time patch, lead-major (token = lead * num_patches +
             patch); N = leads * time // patch_size, patch_dim = patch_size.
@@ -21,27 +23,29 @@ def patchify(x: jnp.ndarray, patch_size: int, layout: str) -> jnp.ndarray:
   """Cuts signals into patch tokens.
 
   Args:
-    x: [batch, time, leads], time a multiple of patch_size.
+    x: [batch, leads, time], time a multiple of patch_size.
     patch_size: samples per patch.
     layout: "joint" or "per_lead".
 
   Returns:
     [batch, num_tokens, patch_dim].
   """
-  b, t, leads = x.shape
+  b, leads, t = x.shape
   n = t // patch_size
   if layout == "joint":
-    return x.reshape(b, n, patch_size * leads)
-  return x.transpose(0, 2, 1).reshape(b, leads * n, patch_size)
+    return x.reshape(b, leads, n, patch_size).swapaxes(1, 2).reshape(
+        b, n, leads * patch_size)
+  return x.reshape(b, leads * n, patch_size)
 
 
 def unpatchify(tokens: jnp.ndarray, patch_size: int, num_leads: int,
                layout: str) -> jnp.ndarray:
-  """Inverse of `patchify`: [batch, num_tokens, patch_dim] -> [batch, time, leads]."""
+  """Inverse of `patchify`: [batch, num_tokens, patch_dim] -> [batch, leads, time]."""
   b = tokens.shape[0]
   if layout == "joint":
-    return tokens.reshape(b, -1, num_leads)
-  return tokens.reshape(b, num_leads, -1).transpose(0, 2, 1)
+    return tokens.reshape(b, -1, num_leads, patch_size).swapaxes(1, 2).reshape(
+        b, num_leads, -1)
+  return tokens.reshape(b, num_leads, -1)
 
 
 def sincos_1d(length: int, dim: int) -> np.ndarray:
@@ -69,14 +73,36 @@ def token_lead_index(num_patches: int, num_leads: int) -> np.ndarray:
   return np.repeat(np.arange(num_leads), num_patches)
 
 
+class PatchConv(nn.Module):
+  """The weights of a 1D convolution with kernel = stride = patch_size, applied to
+  whole patches: kernel [patch_size, channels, features] and bias [features], as
+  `nn.Conv` names, shapes and initialises them."""
+  features: int
+  patch_size: int
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, patches: jnp.ndarray) -> jnp.ndarray:
+    """patches: [batch, n, channels, patch_size] -> [batch, n, features]."""
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (self.patch_size, patches.shape[2], self.features),
+                        self.param_dtype)
+    bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
+    patches, kernel, bias = nn.dtypes.promote_dtype(patches, kernel, bias,
+                                                    dtype=self.dtype)
+    return jnp.einsum("bncp,pcf->bnf", patches, kernel) + bias
+
+
 class PatchEmbed(nn.Module):
   """The CREMA patch embedder: a 1D convolution with kernel = stride = patch_size.
 
   It takes patch tokens (`patchify` output, possibly only the visible ones) and runs the
   convolution over each token's samples, which is exactly the convolution of the whole
   signal restricted to those patches; the encoder therefore embeds only what it sees.
-  In the per_lead layout the convolution has one input channel and is shared by all
-  leads.
+  One patch's convolution is one contraction over its leads and samples (an MXU
+  matmul). In the per_lead layout the convolution has one input channel and is shared
+  by all leads.
 
   Attributes:
     emb_dim: output channels.
@@ -89,10 +115,8 @@ class PatchEmbed(nn.Module):
 
   @nn.compact
   def __call__(self, patches: jnp.ndarray) -> jnp.ndarray:
-    """patches: [batch, n, patch_size * channels] -> [batch, n, emb_dim]."""
+    """patches: [batch, n, channels * patch_size] -> [batch, n, emb_dim]."""
     b, n, patch_dim = patches.shape
-    signal = patches.reshape(b, n, self.patch_size, patch_dim // self.patch_size)
-    tokens = nn.Conv(self.emb_dim, kernel_size=(self.patch_size,),
-                     strides=(self.patch_size,), padding="VALID", dtype=self.dtype,
-                     param_dtype=self.param_dtype, name="conv")(signal)
-    return tokens[:, :, 0]
+    signal = patches.reshape(b, n, patch_dim // self.patch_size, self.patch_size)
+    return PatchConv(self.emb_dim, self.patch_size, self.dtype, self.param_dtype,
+                     name="conv")(signal)

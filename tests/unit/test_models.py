@@ -77,8 +77,9 @@ def apply(model: models.CREMA, params, *args, method=None, **kwargs):
 
 
 def signals(model: models.CREMA, batch: int, seed: int = 0) -> np.ndarray:
+  """[batch, leads, time] float32."""
   rng = np.random.default_rng(seed)
-  return rng.normal(size=(batch, model.seq_len, model.num_leads)).astype(np.float32)
+  return rng.normal(size=(batch, model.num_leads, model.seq_len)).astype(np.float32)
 
 
 # ------------------------------------------------------------------ variants
@@ -110,11 +111,11 @@ def test_patchify_round_trip_and_token_order(layout):
   n = 500 // 50
   if layout == "joint":
     assert tokens.shape == (2, n, 50 * 12)
-    np.testing.assert_array_equal(tokens[1, 3], x[1, 150:200].reshape(-1))
+    np.testing.assert_array_equal(tokens[1, 3], x[1, :, 150:200].reshape(-1))
   else:
     assert tokens.shape == (2, 12 * n, 50)
     lead, patch = 7, 3
-    np.testing.assert_array_equal(tokens[1, lead * n + patch], x[1, 150:200, lead])
+    np.testing.assert_array_equal(tokens[1, lead * n + patch], x[1, lead, 150:200])
   np.testing.assert_array_equal(models.unpatchify(tokens, 50, 12, layout), x)
 
 
@@ -125,10 +126,11 @@ def test_patch_embed_is_the_convolution_of_the_whole_signal(layout):
   tokens = models.patchify(x, 50, layout)
   params = embed.init(jax.random.key(0), tokens)["params"]
   conv = nn.Conv(16, kernel_size=(50,), strides=(50,), padding="VALID")
-  if layout == "joint":
-    expected = conv.apply({"params": params["conv"]}, x)
+  assert params["conv"]["kernel"].shape == (50, 12 if layout == "joint" else 1, 16)
+  if layout == "joint":  # nn.Conv's channels last: [batch, time, leads].
+    expected = conv.apply({"params": params["conv"]}, x.transpose(0, 2, 1))
   else:  # One input channel, the same kernel for every lead.
-    per_lead = conv.apply({"params": params["conv"]}, x.transpose(0, 2, 1)[..., None])
+    per_lead = conv.apply({"params": params["conv"]}, x[..., None])
     expected = per_lead.reshape(2, -1, 16)
   np.testing.assert_allclose(embed.apply({"params": params}, tokens), expected,
                              rtol=1e-5, atol=1e-5)

@@ -41,13 +41,13 @@ def tiny_config(preset: str = "hl", patient_pairs: bool = True,
 
 def in_memory_batch(config: ml_collections.ConfigDict, seed: int = 0, *,
                     patients=None, has_pair=None) -> dict:
-  """A host batch as the input pipeline yields it: raw crops `signals [B, V, T, L]`
+  """A host batch as the input pipeline yields it: raw crops `signals [B, V, L, T]`
   float16 (two crops of each ECG, the second a noisy copy of the first, then a crop of
   another ECG of the same patient when the run uses pair views), valid (every sample),
   patient, has_pair."""
   rng = np.random.default_rng(seed)
   t, leads = config.data.seq_len, config.model.num_leads
-  ecg = rng.standard_normal((BATCH, 1, t, leads))
+  ecg = rng.standard_normal((BATCH, 1, leads, t))
   crops = [ecg, ecg + 0.1 * rng.standard_normal(ecg.shape)]
   if views.num_views(config) == 3:
     crops.append(rng.standard_normal(ecg.shape))
