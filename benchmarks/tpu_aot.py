@@ -71,6 +71,8 @@ from crema_jax import step as step_lib  # noqa: E402
 from crema_jax import train  # noqa: E402
 from crema_jax.evaluation import finetune as finetune_lib  # noqa: E402
 from crema_jax.inference import model as inference_model  # noqa: E402
+from crema_jax.input import views  # noqa: E402
+from crema_jax.models import sizing  # noqa: E402
 import tpu_hlo  # noqa: E402
 
 
@@ -102,6 +104,7 @@ HBM_BUDGET = 0.9  # Of a chip's HBM, what a recommended or maximal batch may use
 # configs/pretrain.py's budget (the paper does not state its own): 100,000 steps of
 # 256 ECGs, ~23 passes over the paper's 1.1M ECGs.
 PRETRAIN_EXAMPLES = 100_000 * 256
+DUMP_DIR = os.environ.get("CREMA_TPU_HLO_DIR")  # Set: each compiled program's HLO there.
 PAPER_ECGS = 1_100_000
 
 
@@ -203,6 +206,22 @@ def lower_finetune(config, mesh, classes: int = 5):
 LOWER = {"train": lower_train, "embed": lower_embed, "finetune": lower_finetune}
 
 
+def model_flops(program: str, config) -> float:
+  """The model FLOPs of one call of `program` on the global batch (`models.sizing`):
+  what MFU divides, so that an implementation's extra work is not counted as
+  useful."""
+  fields = {**config.model.to_dict(), "seq_len": config.data.seq_len}
+  if program == "train":
+    per_example = sizing.train_flops(fields, seq_len=config.data.seq_len,
+                                     mask_ratio=config.mask_ratio,
+                                     views=views.num_views(config))
+  elif program == "embed":
+    per_example = sizing.embed_flops(fields, seq_len=config.data.seq_len)
+  else:  # Fine-tuning: the whole-signal encoder, forward and backward.
+    per_example = 3 * sizing.embed_flops(fields, seq_len=config.data.seq_len)
+  return float(per_example * config.batch_size)
+
+
 # ------------------------------------------------------------------ the estimates
 def estimate(tgt: Target, program: str, config, mesh) -> dict:
   """Compiles `program` for `tgt` and reads the compiler's estimates (per device and
@@ -211,6 +230,10 @@ def estimate(tgt: Target, program: str, config, mesh) -> dict:
   compiled = LOWER[program](config, mesh).compile()
   compile_s = time.perf_counter() - start
   hlo = compiled.as_text()
+  if DUMP_DIR:
+    path = pathlib.Path(DUMP_DIR) / f"{tgt.name.replace(':', '_')}_{program}_{config.batch_size}.hlo"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(hlo)
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   mem = compiled.memory_analysis()
@@ -218,7 +241,8 @@ def estimate(tgt: Target, program: str, config, mesh) -> dict:
          - mem.alias_size_in_bytes + mem.temp_size_in_bytes
          + mem.generated_code_size_in_bytes)
   cycles = tpu_hlo.cycle_report(hlo)
-  flops = float(cost.get("flops", 0.0))  # One device's partitioned program.
+  xla_flops = float(cost.get("flops", 0.0))  # One device's partitioned program.
+  flops = model_flops(program, config) / len(tgt.devices)  # Per device.
   cycle_s = cycles["total_cycles"] / tgt.chip.clock_hz
   raw_s = float(cost.get("optimal_seconds", float("nan")))
   bitcasts = tpu_hlo.concat_bitcasts(hlo)
@@ -246,7 +270,8 @@ def estimate(tgt: Target, program: str, config, mesh) -> dict:
   return {
       "program": program, "global_batch": b, "batch_per_chip": b // chips,
       "compile_seconds": round(compile_s, 1),
-      "tflop_per_chip": round(flops * per_chip / 1e12, 4),
+      "model_tflop_per_chip": round(flops * per_chip / 1e12, 4),
+      "xla_tflop_per_chip": round(xla_flops * per_chip / 1e12, 4),
       "hbm_gib_per_chip": round(hbm * per_chip / 2 ** 30, 3),
       "hbm_fraction": round(hbm / tgt.device_hbm_bytes, 4),
       "fits": bool(hbm <= tgt.device_hbm_bytes),
@@ -259,6 +284,7 @@ def estimate(tgt: Target, program: str, config, mesh) -> dict:
       # the uncosted instructions' share (together) by the cost model.
       "uncosted_share_of_cost_model": uncosted_share,
       "uncosted_instructions": cycles["uncosted"],
+      "top_instructions": tpu_hlo.top_instructions(hlo, 8),
       "lane_padded_arrays": tpu_hlo.lane_padded_arrays(hlo)[:8],
       "collectives": sharding.summarize_collectives(found),
       "activation_collective_bytes": sum(c["bytes"] for c in moving),

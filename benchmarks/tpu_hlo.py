@@ -184,6 +184,16 @@ def cycle_report(hlo_text: str) -> dict:
           "async_memory_moves": moves}
 
 
+def top_instructions(hlo_text: str, n: int = 10) -> list[dict]:
+  """The `n` executed instructions with the most estimated cycles (per call)."""
+  costed = [(inst.cycles * times, inst) for inst, times in executed(hlo_text)
+            if inst.cycles is not None]
+  costed.sort(key=lambda ci: -ci[0])
+  return [{"cycles": c, "stage": stage_of(inst.op_name), "opcode": inst.opcode,
+           "shape": inst.shape[:100], "op_name": inst.op_name[-110:]}
+          for c, inst in costed[:n]]
+
+
 def concat_bitcasts(hlo_text: str) -> int:
   """Executed ConcatBitcast custom calls: libtpu's cost model counts -1 s for each."""
   return sum(times for inst, times in executed(hlo_text)

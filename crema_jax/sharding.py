@@ -8,6 +8,7 @@ dimension is additionally split over 'fsdp', and XLA gathers it where it is used
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import Any, Iterable
 
@@ -113,26 +114,46 @@ def activation_collectives(found: list[dict], param_shapes: Iterable[tuple[int, 
   """The collectives of `found` that move signals, tokens or latents.
 
   A shape is a signal's when it has the time axis (`seq_len`), and a token's or
-  latent's when it is not a parameter's (up to a transpose and unit axes: gradient
-  reductions use XLA's layouts; or an FSDP shard of one, one axis divided by `fsdp`),
-  has rank 2 or more and ends in a token width (a
-  token's patch values, the encoder or decoder width). The contrastive embeddings
+  latent's when it is not a parameter's (up to a transpose, unit axes and a split of
+  its axes: gradient reductions use XLA's layouts and the shapes layers read kernels
+  in; or an FSDP shard of one, one axis divided by `fsdp`), has rank 2 or more and
+  ends in a token width (a token's patch values, the encoder or decoder width). The contrastive embeddings
   and similarities, the loss and per-example scalars are none of these."""
   def canonical(shape):
     return tuple(sorted(d for d in shape if d != 1))
 
   params = set()
   for shape in map(tuple, param_shapes):
-    params.add(canonical(shape))
+    params.add(tuple(d for d in shape if d != 1))
     for axis, size in enumerate(shape):
       if fsdp > 1 and size % fsdp == 0:
-        params.add(canonical(shape[:axis] + (size // fsdp,) + shape[axis + 1:]))
+        params.add(tuple(d for d in shape[:axis] + (size // fsdp,) + shape[axis + 1:]
+                         if d != 1))
   widths = set(token_widths)
+
+  def splits(shape, param) -> bool:
+    """Whether shape's axes, grouped in order, multiply to param's (a reshape that
+    splits axes, as a layer that reads a kernel [dim, dim] as [heads, head_dim, dim]
+    reduces its gradient)."""
+    i = 0
+    for size in param:
+      product = 1
+      while product < size and i < len(shape):
+        product *= shape[i]
+        i += 1
+      if product != size:
+        return False
+    return i == len(shape)
+
+  def is_param(shape) -> bool:
+    shape = tuple(d for d in shape if d != 1)
+    return any(canonical(shape) == canonical(p) or
+               any(splits(shape, order) for order in itertools.permutations(p))
+               for p in params)
 
   def moves_activations(shape) -> bool:
     if seq_len in shape:
       return True
-    return (len(shape) >= 2 and shape[-1] in widths and
-            canonical(shape) not in params)
+    return len(shape) >= 2 and shape[-1] in widths and not is_param(shape)
 
   return [c for c in found if any(moves_activations(d) for _, d in c["shapes"])]

@@ -18,7 +18,8 @@ as `[leads, 1]` and `[1, time]` factors, never as masks of the signal's size, an
 nothing here gathers along time.
 
 The step's batch schema (`pretrain_views`):
-  signals     [batch, views, leads, time] float32, standardised and augmented
+  signals     [batch, views, leads, time] standardised and augmented, in the model's
+              compute dtype (bfloat16 halves every signal-sized buffer)
   ids_keep    [batch, views, K] int32, sorted visible tokens of each view
   ids_masked  [batch, views, M] int32, sorted masked tokens
   keep_valid, masked_valid  [batch, views, K | M] bool, whether those tokens hold
@@ -152,6 +153,7 @@ class ViewTransform:
   patch_size: int
   num_leads: int
   token_layout: str
+  dtype: str = "float32"  # Of the views: the model's compute dtype.
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> "ViewTransform":
@@ -160,7 +162,8 @@ class ViewTransform:
                normalize=config.data.normalize == "per_lead",
                augment=config.data.augment, mask_ratio=config.mask_ratio,
                seq_len=config.data.seq_len, patch_size=m.patch_size,
-               num_leads=m.num_leads, token_layout=m.token_layout)
+               num_leads=m.num_leads, token_layout=m.token_layout,
+               dtype=config.get("compute_dtype", "float32"))
 
   @property
   def num_tokens(self) -> int:
@@ -174,13 +177,14 @@ class ViewTransform:
 
   def view(self, key: jax.Array, x: jax.Array, valid: jax.Array) -> jax.Array:
     """A raw crop x: [leads, time] whose first `valid` samples are signal -> the
-    standardised, augmented float32 view, zero after `valid`."""
+    standardised, augmented view (computed in float32, returned in `dtype`), zero
+    after `valid`."""
     x = x.astype(jnp.float32)
     if self.normalize:
       x = standardize(x, valid)
     if self.augment is not None:
       x = augment(key, x, self.augment, self.sampling_rate)
-    return x * inside(x, valid)
+    return (x * inside(x, valid)).astype(self.dtype)
 
   def masked_view(self, key: jax.Array, x: jax.Array, valid: jax.Array):
     """-> (view [leads, time], ids_keep [K], ids_masked [M])."""

@@ -23,19 +23,13 @@ from crema_jax.models import patch_embed as pe
 from crema_jax.models import transformer
 
 
-def gather_tokens(tokens: jnp.ndarray, ids: jnp.ndarray) -> jnp.ndarray:
-  """tokens: [batch, n, dim], ids: [batch, k] -> [batch, k, dim]."""
-  return jnp.take_along_axis(tokens, ids[:, :, None], axis=1)
-
-
 def masked_targets(x: jnp.ndarray, ids_masked: jnp.ndarray, patch_size: int,
                    layout: str, norm_targets: bool) -> jnp.ndarray:
   """Reconstruction targets: x [batch, leads, time] -> [batch, M, patch_dim] float32.
 
   With `norm_targets` every patch is standardised on its own (MAE's norm_pix_loss).
   """
-  target = gather_tokens(pe.patchify(x.astype(jnp.float32), patch_size, layout),
-                         ids_masked)
+  target = pe.select_patches(x, ids_masked, patch_size, layout).astype(jnp.float32)
   if norm_targets:
     mean = target.mean(axis=-1, keepdims=True)
     var = target.var(axis=-1, keepdims=True)
@@ -197,23 +191,28 @@ class CREMA(nn.Module):
       pos = pos + lead_embed[pe.token_lead_index(self.num_patches, self.num_leads)]
     return pos
 
-  def forward_encoder(self, x: jnp.ndarray, ids_keep: jnp.ndarray,
+  def forward_encoder(self, x: jnp.ndarray, ids_keep: jnp.ndarray | None,
                       train: bool = False) -> jnp.ndarray:
     """Encodes the visible patches.
 
     Args:
       x: [batch, leads, time] signals.
-      ids_keep: [batch, K] int indices of the visible tokens.
+      ids_keep: [batch, K] int indices of the visible tokens; None: all N, in order.
       train: enables dropout and drop-path (needs a 'dropout' rng).
 
     Returns:
       latent: [batch, K, emb_dim], or [batch, 1 + K, emb_dim] with the CLS token first.
     """
-    patches = gather_tokens(pe.patchify(x, self.patch_size, self.token_layout),
-                            ids_keep)
-    tokens = self.patch_embed(patches)
+    x = x.astype(self.dtype)  # Select in the compute dtype: half the bytes in bfloat16.
     pos = self.positions(self.emb_dim, getattr(self, "lead_embed", None))
-    tokens = tokens + jnp.take(pos, ids_keep, axis=0).astype(tokens.dtype)
+    if ids_keep is None:
+      tokens = self.patch_embed(pe.patchify(x, self.patch_size, self.token_layout))
+      tokens = tokens + pos.astype(tokens.dtype)
+    else:
+      tokens = self.patch_embed(pe.select_patches(x, ids_keep, self.patch_size,
+                                                  self.token_layout))
+      batch_pos = jnp.broadcast_to(pos, (x.shape[0],) + pos.shape)
+      tokens = tokens + pe.select(batch_pos, ids_keep).astype(tokens.dtype)
     if self.use_cls:
       cls = jnp.broadcast_to(self.cls_token, (x.shape[0], 1, self.emb_dim))
       tokens = jnp.concatenate([cls.astype(tokens.dtype), tokens], axis=1)
@@ -240,11 +239,9 @@ class CREMA(nn.Module):
     """Features of whole, unmasked signals (for probing): x [batch, leads, time] ->
     [batch, emb_dim] float32. valid: optional [batch] samples of signal at the start
     of each x (the rest is padding, left out of the pooling)."""
-    ids = jnp.broadcast_to(jnp.arange(self.num_tokens, dtype=jnp.int32),
-                           (x.shape[0], self.num_tokens))
     keep_valid = None if valid is None else masking.token_valid(
         valid, x.shape[-1], self.patch_size, self.num_leads, self.token_layout)
-    return self.pool_latent(self.forward_encoder(x, ids, train), keep_valid)
+    return self.pool_latent(self.forward_encoder(x, None, train), keep_valid)
 
   def project(self, pooled: jnp.ndarray) -> jnp.ndarray:
     """pooled: [batch, emb_dim] -> z: [batch, proj_dim] float32."""
@@ -266,12 +263,8 @@ class CREMA(nn.Module):
     tokens = self.decoder_embed(latent)
     if self.use_cls:
       cls, tokens = tokens[:, :1], tokens[:, 1:]
-    b, m = ids_masked.shape
-    mask_tokens = jnp.broadcast_to(self.mask_token, (b, m, self.decoder_dim))
-    # As in MAE: append the mask tokens, then put every token back at its position.
-    full = jnp.concatenate([tokens, mask_tokens.astype(tokens.dtype)], axis=1)
-    ids_restore = jnp.argsort(jnp.concatenate([ids_keep, ids_masked], axis=1), axis=1)
-    full = gather_tokens(full, ids_restore)
+    # As in MAE: every visible token back at its position, the mask token elsewhere.
+    full = pe.place(tokens, ids_keep, self.num_tokens, self.mask_token[0, 0])
     pos = self.positions(self.decoder_dim, getattr(self, "decoder_lead_embed", None))
     full = full + pos.astype(full.dtype)
     if self.use_cls:
@@ -280,7 +273,7 @@ class CREMA(nn.Module):
     if self.use_cls:
       full = full[:, 1:]
     # Only the masked tokens go through the prediction head.
-    return self.decoder_pred(gather_tokens(full, ids_masked)).astype(jnp.float32)
+    return self.decoder_pred(pe.select(full, ids_masked)).astype(jnp.float32)
 
   def targets(self, x: jnp.ndarray, ids_masked: jnp.ndarray) -> jnp.ndarray:
     """x: [batch, leads, time] -> reconstruction targets [batch, M, patch_dim]."""

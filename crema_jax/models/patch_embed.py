@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -36,6 +37,49 @@ def patchify(x: jnp.ndarray, patch_size: int, layout: str) -> jnp.ndarray:
     return x.reshape(b, leads, n, patch_size).swapaxes(1, 2).reshape(
         b, n, leads * patch_size)
   return x.reshape(b, leads * n, patch_size)
+
+
+EXACT = jax.lax.Precision.HIGHEST  # A one-hot matmul copies float32 values exactly.
+
+
+def one_hot(ids: jnp.ndarray, n: int, dtype) -> jnp.ndarray:
+  """ids [batch, k] -> [batch, k, n] 0/1 of `dtype`."""
+  return (ids[..., None] == jnp.arange(n)).astype(dtype)
+
+
+def select(tokens: jnp.ndarray, ids: jnp.ndarray) -> jnp.ndarray:
+  """tokens [batch, n, ...], ids [batch, k] -> tokens[b, ids[b]]: [batch, k, ...].
+
+  A one-hot matmul, not a gather: a TPU runs it on the MXU, XLA's TPU compiler can
+  estimate its cost, and its gradient is the transposed matmul where a gather's is a
+  scatter. Full precision keeps it an exact copy of float32 values (a TPU's default
+  would round them to bfloat16)."""
+  return jnp.einsum("bkn,bn...->bk...", one_hot(ids, tokens.shape[1], tokens.dtype),
+                    tokens, precision=EXACT)
+
+
+def place(tokens: jnp.ndarray, ids: jnp.ndarray, n: int, fill: jnp.ndarray
+          ) -> jnp.ndarray:
+  """The inverse of `select`: tokens [batch, k, dim] put at positions ids [batch, k]
+  (distinct) of n, `fill` [dim] everywhere else -> [batch, n, dim]; a one-hot matmul."""
+  hot = one_hot(ids, n, tokens.dtype)  # [batch, k, n]
+  placed = jnp.einsum("bkn,bkd->bnd", hot, tokens, precision=EXACT)
+  empty = 1 - hot.sum(axis=1)  # [batch, n]: 1 where no token was put.
+  return placed + empty[..., None] * fill.astype(tokens.dtype)
+
+
+def select_patches(x: jnp.ndarray, ids: jnp.ndarray, patch_size: int,
+                   layout: str) -> jnp.ndarray:
+  """`patchify(x)[b, ids[b]]` without cutting every patch first: x [batch, leads,
+  time], ids [batch, k] -> [batch, k, patch_dim], exactly (a one-hot matmul at full
+  precision: see `select`)."""
+  b, leads, t = x.shape
+  n = t // patch_size
+  if layout == "joint":  # Contracts the time-patch axis of [b, leads, n, patch] directly.
+    picked = jnp.einsum("bkn,blnp->bklp", one_hot(ids, n, x.dtype),
+                        x.reshape(b, leads, n, patch_size), precision=EXACT)
+    return picked.reshape(b, ids.shape[1], leads * patch_size)
+  return select(x.reshape(b, leads * n, patch_size), ids)
 
 
 def unpatchify(tokens: jnp.ndarray, patch_size: int, num_leads: int,

@@ -69,3 +69,40 @@ def estimate_train_bytes(model: dict, *, seq_len: int, mask_ratio: float,
 def param_count(params: Any) -> int:
   """Number of scalars in a parameter tree (arrays or ShapeDtypeStructs)."""
   return sum(x.size for x in jax.tree.leaves(params))
+
+
+def forward_flops(model: dict, *, seq_len: int, mask_ratio: float, views: int = 3,
+                  decoded_views: int = 2) -> int:
+  """Model FLOPs of one pretraining example's forward pass (joint token layout): the
+  multiply-adds (x2) of the patch embedding, encoder blocks (projections, MLP and the
+  attention core) and projection head on the K visible tokens of each of `views`
+  views, and of the decoder (embedding, blocks over all N tokens, prediction of the
+  M masked ones) on `decoded_views`. What MFU counts: an implementation's extra
+  work (one-hot selections, masked heads) is not the model's."""
+  e, dd, r = model["emb_dim"], model["decoder_dim"], model["mlp_ratio"]
+  n = seq_len // model["patch_size"]
+  m = min(int(round(n * mask_ratio)), n - 1)
+  k = n - m
+  patch_dim = model["patch_size"] * model["num_leads"]
+
+  def block(d: int, tokens: int) -> int:  # qkv, proj, MLP; QK^T and PV.
+    return 2 * tokens * (4 * d * d + 2 * d * int(d * r)) + 4 * tokens * tokens * d
+
+  encoder = (2 * k * patch_dim * e + model["depth"] * block(e, k)
+             + 2 * e * model["proj_hidden_dim"]
+             + 2 * model["proj_hidden_dim"] * model["proj_dim"])
+  decoder = (2 * k * e * dd + model["decoder_depth"] * block(dd, n)
+             + 2 * m * dd * patch_dim)
+  return views * encoder + decoded_views * decoder
+
+
+def train_flops(model: dict, **kwargs) -> int:
+  """Model FLOPs of one pretraining example's step: forward and backward (2x)."""
+  return 3 * forward_flops(model, **kwargs)
+
+
+def embed_flops(model: dict, *, seq_len: int) -> int:
+  """Model FLOPs of embedding one whole ECG (every token through the encoder)."""
+  return forward_flops(model, seq_len=seq_len, mask_ratio=0.0, views=1,
+                       decoded_views=0) - 2 * model["emb_dim"] * model["proj_hidden_dim"] - (
+                           2 * model["proj_hidden_dim"] * model["proj_dim"])

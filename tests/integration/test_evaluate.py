@@ -85,7 +85,7 @@ def test_eval_leads_is_a_probe_config_field(pretrained):
   assert tuple(restored.config.data.eval_leads) == ("I", "II")
   prepared = storage.PreparedSource(config.data.data_dir, config.data.name)
   view = next(iter(pipeline.eval_dataset(restored.config, prepared, (10,), 2)))["view"]
-  assert np.abs(view[..., :2]).sum() > 0 and not view[..., 2:].any()
+  assert np.abs(view[:, :2]).sum() > 0 and not view[:, 2:].any()  # [b, leads, time]
 
 
 def test_bad_evaluation_configs_are_refused(pretrained, tmp_path):

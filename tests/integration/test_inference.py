@@ -152,9 +152,9 @@ def test_embed_a_hospital_folder_skips_the_corrupt_file(probed, hospital, tmp_pa
   source = ecg_files.ECGFiles(hospital, sampling_rate=pre.sampling_rate,
                               derive_limb_leads=True)
   for key, got in zip(KEYS, features):
-    x = source.read(key).ecg.astype(np.float16).astype(np.float32)[None, :pre.seq_len]
-    valid = np.array([x.shape[1]], np.int32)
-    x = np.pad(x, ((0, 0), (0, pre.seq_len - x.shape[1]), (0, 0)))
+    x = source.read(key).ecg.astype(np.float16).astype(np.float32)[:pre.seq_len].T[None]
+    valid = np.array([x.shape[2]], np.int32)
+    x = np.pad(x, ((0, 0), (0, 0), (0, pre.seq_len - x.shape[2])))
     expected = features_lib.embed(found.model, found.params["crema"],
                                   features_lib.standardize_batch(x, valid), valid)
     np.testing.assert_allclose(got, np.asarray(expected)[0], rtol=2e-4, atol=2e-4,
@@ -229,7 +229,7 @@ def test_export_runs_without_the_package(probed, tmp_path):
   found = classifier.load(checkpoint, sharding.make_mesh())
   pre = found.preprocessing
   rng = np.random.default_rng(0)
-  x = rng.normal(0, 0.3, (3, pre.seq_len, len(pre.leads))).astype(np.float32)
+  x = rng.normal(0, 0.3, (3, len(pre.leads), pre.seq_len)).astype(np.float32)
   valid = np.array([pre.seq_len, pre.seq_len // 2, pre.seq_len], np.int32)
   np.savez(tmp_path / "input.npz", x=x, valid=valid)
   script = textwrap.dedent(f"""

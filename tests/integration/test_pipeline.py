@@ -7,6 +7,7 @@ import pytest
 
 from crema_jax.data import storage
 from crema_jax.input import pipeline
+from crema_jax.input import views
 
 
 @pytest.fixture(scope="module")
@@ -22,15 +23,21 @@ def test_pretrain_batch_holds_raw_crops_of_the_views_the_objective_uses(demo_con
                                                                          prepared):
   b, t = demo_config.batch_size, demo_config.data.seq_len
   batch = next(iter(pipeline.pretrain_dataset(demo_config, prepared)))
-  assert batch["signals"].shape == (b, 3, t, 12)  # HL with patient pairs.
+  assert batch["signals"].shape == (b, 3, 12, t)  # HL with patient pairs, time last.
   assert batch["signals"].dtype == np.float16  # As stored: the step casts.
   assert batch["has_pair"].shape == (b,) and batch["has_pair"].dtype == bool
   assert batch["patient"].dtype == np.int32
   np.testing.assert_array_equal(batch["valid"], t)  # 10 s records, 10 s crops: no padding.
-  # Two random crops of one 10 s record of 10 s: the same samples, as stored (mV).
-  record = prepared.data_source[int(batch["position"][0])]["ecg"]
-  np.testing.assert_array_equal(batch["signals"][0, 0], record[:t])
-  np.testing.assert_array_equal(batch["signals"][0, 1], record[:t])
+  # Two crops of one 10 s record of 10 s: its samples as stored (mV), each view
+  # shifted in time by at most max_shift samples, the edge value repeated.
+  record = prepared.data_source[int(batch["position"][0])]["ecg"][:t].T
+  max_shift = views.max_shift_samples(demo_config.data.augment,
+                                      demo_config.data.sampling_rate)
+  for view in batch["signals"][0, :2]:
+    shifts = [s for s in range(-max_shift, max_shift + 1)
+              if np.array_equal(view, np.take(record, np.clip(np.arange(t) - s, 0, t - 1),
+                                              axis=1))]
+    assert shifts, "a view is not a time-shifted crop of its record"
   # GL reads and sends no pair view; CL neither without patient pairs.
   gl = demo_config.copy_and_resolve_references()
   gl.loss.patient = 0.0
@@ -146,8 +153,8 @@ def test_eval_dataset_yields_each_record_once(demo_config, prepared):
   labels = np.concatenate([b["labels"] for b in batches])
   np.testing.assert_array_equal(labels, prepared.index["labels"][expected])
   view = batches[0]["view"]
-  assert view.shape[1:] == (demo_config.data.seq_len, 12) and view.dtype == np.float32
+  assert view.shape[1:] == (12, demo_config.data.seq_len) and view.dtype == np.float32
   first = prepared.data_source[int(expected[0])]["ecg"]  # The centred crop, in mV.
-  np.testing.assert_array_equal(view[0], first[:demo_config.data.seq_len])
+  np.testing.assert_array_equal(view[0], first[:demo_config.data.seq_len].T)
   again = next(iter(pipeline.eval_dataset(demo_config, prepared, folds, batch_size=7)))
   np.testing.assert_array_equal(again["view"], view)  # Unaugmented: deterministic.

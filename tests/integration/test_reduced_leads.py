@@ -55,7 +55,7 @@ def test_two_lead_pretraining_batches_and_model(holter):
   config.data.seq_len = 1000  # 2 s crops keep the model check fast.
   prepared = storage.PreparedSource(config.data.data_dir, "mitdb")
   batch = next(iter(pipeline.pretrain_dataset(config, prepared)))
-  assert batch["signals"].shape == (config.batch_size, 3, 1000, 2)
+  assert batch["signals"].shape == (config.batch_size, 3, 2, 1000)
   assert batch["has_pair"].all()  # Windows of one recording pair with each other.
   mesh = sharding.make_mesh(1)
   run = step_lib.build_run(config, mesh)
@@ -95,9 +95,9 @@ def test_12_lead_data_evaluated_on_fewer_leads(twelve_lead):
   full = next(iter(pipeline.eval_dataset(config, prepared, (), 4)))["view"]
   config.data.eval_leads = ("I", "II")
   limb = next(iter(pipeline.eval_dataset(config, prepared, (), 4)))["view"]
-  assert limb.shape == full.shape == (4, config.data.seq_len, 12)
-  np.testing.assert_array_equal(limb[..., :2], full[..., :2])
-  assert not limb[..., 2:].any() and full[..., 2:].any()
+  assert limb.shape == full.shape == (4, 12, config.data.seq_len)
+  np.testing.assert_array_equal(limb[:, :2], full[:, :2])  # [b, leads, time]
+  assert not limb[:, 2:].any() and full[:, 2:].any()
   config.data.eval_leads = ("V7",)
   with pytest.raises(ValueError, match="not among the prepared leads"):
     pipeline.eval_dataset(config, prepared, (), 4)

@@ -277,7 +277,7 @@ def test_the_step_moves_no_signals_tokens_or_latents_between_devices(demo_config
   mesh = sharding.make_mesh(fsdp)
   run = step_lib.build_run(config, mesh)
   rng = np.random.default_rng(0)
-  batch = {"signals": rng.standard_normal((56, 3, 5000, 12)).astype(np.float16),
+  batch = {"signals": rng.standard_normal((56, 3, 12, 5000)).astype(np.float16),
            "valid": np.full((56, 3), 5000, np.int32),
            "patient": np.arange(56, dtype=np.int32) // 2, "has_pair": np.ones(56, bool)}
   compiled = run.train_step.lower(run.restore_target(),
