@@ -145,13 +145,15 @@ def target(name: str) -> Target:
 
 
 # ------------------------------------------------------------------ the programs
-def pretrain_config(variant: str, global_batch: int, fsdp: int = 1):
+def pretrain_config(variant: str, global_batch: int, fsdp: int = 1,
+                    shard_optimizer: bool = False):
   """The paper step's config: HL with patient pairs, bfloat16 compute."""
   config = common.base_config(variant, "hl")
   config.batch_size = global_batch
   config.compute_dtype = "bfloat16"
   config.data.patient_pairs = True
   config.mesh.fsdp = fsdp
+  config.mesh.shard_optimizer = shard_optimizer
   train.check_config(config)
   return config
 
@@ -265,7 +267,8 @@ def estimate(tgt: Target, program: str, config, mesh) -> dict:
       lambda r: models.init_params(models.build(config), r), jax.random.key(0)))]
   moving = sharding.activation_collectives(
       found, param_shapes, seq_len=config.data.seq_len,
-      token_widths={patch_dim, m.emb_dim, m.decoder_dim}, fsdp=config.mesh.fsdp)
+      token_widths={patch_dim, m.emb_dim, m.decoder_dim},
+      fsdp=len(tgt.devices) if config.mesh.shard_optimizer else config.mesh.fsdp)
   uncosted_share = (None if not model_s > cycle_s else round(1 - cycle_s / model_s, 4))
   return {
       "program": program, "global_batch": b, "batch_per_chip": b // chips,
@@ -286,6 +289,7 @@ def estimate(tgt: Target, program: str, config, mesh) -> dict:
       "uncosted_instructions": cycles["uncosted"],
       "top_instructions": tpu_hlo.top_instructions(hlo, 8),
       "lane_padded_arrays": tpu_hlo.lane_padded_arrays(hlo)[:8],
+      "large_gathers": tpu_hlo.gathers(hlo)[:8],
       "collectives": sharding.summarize_collectives(found),
       "activation_collective_bytes": sum(c["bytes"] for c in moving),
   }
@@ -343,7 +347,8 @@ def run_target(name: str, args) -> dict:
          "clock_ghz": round(tgt.chip.clock_hz / 1e9, 3), "programs": {}}
   mesh = sharding.make_mesh(args.fsdp, devices=tgt.devices)
   for program in args.programs:
-    config_at = lambda b: pretrain_config(args.variant, b, args.fsdp)
+    config_at = lambda b: pretrain_config(args.variant, b, args.fsdp,
+                                          args.shard_optimizer)
     rows = []
     per_chip = args.batch_per_chip if program == "train" else args.batch_per_chip[-1:]
     for b in per_chip:
@@ -378,6 +383,8 @@ def main(argv=None):
                       help="Comma-separated batches per chip to compile (train); the "
                       "other programs use the last.")
   parser.add_argument("--fsdp", type=int, default=1)
+  parser.add_argument("--shard_optimizer", action="store_true",
+                      help="AdamW's moments split over every device (ZeRO-1).")
   parser.add_argument("--max_batch", action="store_true",
                       help="Also find the largest global batch that fits (train).")
   parser.add_argument("--out", default=None, help="Also write the JSON here.")

@@ -44,8 +44,7 @@ _SCALAR_BYTES = 4096  # Smaller uncosted results (scalar index arithmetic) are n
 STAGES = (
     ("views", lambda n: "/views/" in n or n.endswith("/views")),
     ("optimizer", lambda n: "/optimizer/" in n),
-    ("attention", lambda n: "/attn/" in n and "/attn/qkv/" not in n
-     and "/attn/proj/" not in n),
+    ("attention", lambda n: "/attn/core/" in n),  # Scores, softmax, weighted values.
     ("decoder", lambda n: "forward_decoder" in n or "CREMA.targets" in n
      or "/decoder/" in n),
     ("encoder", lambda n: "forward_encoder" in n or "/encoder/" in n
@@ -192,6 +191,20 @@ def top_instructions(hlo_text: str, n: int = 10) -> list[dict]:
   return [{"cycles": c, "stage": stage_of(inst.op_name), "opcode": inst.opcode,
            "shape": inst.shape[:100], "op_name": inst.op_name[-110:]}
           for c, inst in costed[:n]]
+
+
+def gathers(hlo_text: str, min_bytes: int = 1 << 20) -> list[dict]:
+  """Executed gathers and scatters (or fusions of them) with results of at least
+  `min_bytes`: data-dependent copies the TPU cost model rates poorly and gives no
+  cycle estimate (a per-example time shift done as a gather was one)."""
+  found = []
+  for inst, _ in executed(hlo_text):
+    kind = _kind(inst)
+    if ("gather" in kind or "scatter" in kind) and _result_bytes(inst.shape) >= min_bytes:
+      found.append({"instruction": inst.name, "shape": inst.shape[:100],
+                    "mib": round(_result_bytes(inst.shape) / 2 ** 20, 1),
+                    "stage": stage_of(inst.op_name), "op_name": inst.op_name[-100:]})
+  return found
 
 
 def concat_bitcasts(hlo_text: str) -> int:

@@ -116,7 +116,9 @@ def base_config(variant: str, loss_preset: str = "hl") -> ml_collections.ConfigD
   config.checkpoint_every = 1000
   config.checkpoint_keep = 3
   config.progress_bar = True
-  config.mesh = ml_collections.ConfigDict({"fsdp": 1})
+  # fsdp: parameters split over that many devices; shard_optimizer: AdamW's moments
+  # split over every device (ZeRO-1; parameters stay replicated).
+  config.mesh = ml_collections.ConfigDict({"fsdp": 1, "shard_optimizer": False})
   return config
 
 

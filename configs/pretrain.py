@@ -7,6 +7,12 @@ The argument is a comma-separated list:
 - `gl` (masked reconstruction only), `cl` (sample- and patient-level contrastive only)
   or `hl` (hybrid, the paper's best): the objective;
 - `runlocal`: a small variant for a laptop;
+- `tpu=GEN` (v4, v5e, v5p, v6e; with `chips=N`, default 4): the TPU recipe of
+  `TPU_BATCH_PER_CHIP`, the batch per chip `benchmarks/tpu_aot.py` recommends for the
+  paper step on that generation (compiler estimates: README "On TPU, before you have
+  one"), so batch_size = that x chips and the learning rate scaled with it; bfloat16
+  compute and AdamW's moments split over the chips (`mesh.shard_optimizer`). E.g. a
+  v5e-16 slice: `configs/pretrain.py:hl,tpu=v5e,chips=16`;
 - `fit_memory=GIB` (with `batch_per_device=32`, `fsdp=1`, `remat`, `bf16`): instead of
   the paper's model, the largest encoder (emb x depth, head width 64, patch 125) whose
   estimated memory per device for a training step stays within 90% of GIB
@@ -21,6 +27,11 @@ import ml_collections
 
 from configs import common
 from crema_jax.models import sizing
+
+# Global batch / chip for the paper step (HL, patient pairs, bfloat16), from
+# `python benchmarks/tpu_aot.py` (benchmarks/results/tpu_aot.json): the smallest batch
+# within 3% of the best estimated ECGs/s per chip. Compiler estimates, not measurements.
+TPU_BATCH_PER_CHIP = {"v4": 64, "v5e": 64, "v5p": 64, "v6e": 64}
 
 FIT_EMB = (256, 384, 512, 640, 768, 1024, 1280, 1536, 2048, 2560, 3072)
 FIT_DEPTH = (2, 4, 6, 8, 12, 16, 24, 32)
@@ -52,13 +63,26 @@ def get_config(arg: str = "hl") -> ml_collections.ConfigDict:
   parts = [p for p in arg.split(",") if p]
   options = dict(p.split("=", 1) for p in parts if "=" in p)
   flags = {p for p in parts if "=" not in p}
-  unknown = (set(options) - {"fit_memory", "batch_per_device", "fsdp"}) | (
+  unknown = (set(options) - {"fit_memory", "batch_per_device", "fsdp", "tpu", "chips"}) | (
       flags - {"gl", "cl", "hl", "runlocal", "remat", "bf16"})
   if unknown:
     raise ValueError(f"configs/pretrain.py: unknown argument(s) {sorted(unknown)}")
   preset = next((p for p in parts if p in ("gl", "cl", "hl")), "hl")
   config = common.base_config("paper", preset)
   config.batch_size = 256
+  if "tpu" in options:
+    generation = options["tpu"]
+    if generation not in TPU_BATCH_PER_CHIP:
+      raise ValueError(f"configs/pretrain.py: tpu={generation!r} is not one of "
+                       f"{sorted(TPU_BATCH_PER_CHIP)}")
+    chips = int(options.get("chips", 4))
+    if chips < 1:
+      raise ValueError(f"configs/pretrain.py: chips={chips} must be at least 1")
+    config.batch_size = TPU_BATCH_PER_CHIP[generation] * chips
+    config.compute_dtype = "bfloat16"
+    config.mesh.shard_optimizer = True
+  elif "chips" in options:
+    raise ValueError("configs/pretrain.py: chips= needs tpu=")
   config.optimizer.lr = 1.5e-4 * config.batch_size / 256
   config.total_steps = 100_000
   if "bf16" in flags:

@@ -60,6 +60,28 @@ def param_shardings(mesh: jax.sharding.Mesh, abstract_tree: Any,
       abstract_tree)
 
 
+def optimizer_shardings(mesh: jax.sharding.Mesh, abstract_tree: Any,
+                        min_size: int = 2 ** 14) -> Any:
+  """NamedShardings that split each large optimizer-state leaf over every device (its
+  largest dimension divisible by the device count), as ZeRO stage 1 does: each
+  device updates its share of the parameters and XLA gathers them back, so the
+  AdamW update (memory-bound: ~28 bytes per parameter) costs each device 1/n."""
+  n = mesh.size
+
+  def spec(x):
+    shape = tuple(x.shape)
+    if int(np.prod(shape, dtype=np.int64)) < min_size:
+      return NamedSharding(mesh, P())
+    for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):
+      if shape[dim] % n == 0:
+        axes = [None] * len(shape)
+        axes[dim] = BATCH_AXES
+        return NamedSharding(mesh, P(*axes))
+    return NamedSharding(mesh, P())
+
+  return jax.tree.map(spec, abstract_tree)
+
+
 def global_batch(mesh: jax.sharding.Mesh, local_batch: dict[str, np.ndarray]) -> dict:
   """This process's numpy batch -> global jax Arrays sharded over the mesh."""
   sharding = batch_sharding(mesh)

@@ -97,7 +97,10 @@ def forward(model: models.CREMA, params, batch: dict, config: ml_collections.Con
     latent = latent.reshape((b, v) + latent.shape[1:])[:, :2]  # The two ECG views.
     pred = module.forward_decoder(flat(latent), flat(keep[:, :2]),
                                   flat(masked[:, :2]), train=train)
-    return z, pred, module.targets(flat(x[:, :2]), flat(masked[:, :2]))
+    # Targets from the views' own [B, 2, ...] axes: flattening a slice of x would
+    # copy the signals.
+    target = module.targets(x[:, :2], masked[:, :2])  # [B, 2, M, patch_dim]
+    return z, pred, flat(target)
 
   rngs = {"dropout": rng} if rng is not None else {}
   z, pred, target = model.apply({"params": params}, method=run, rngs=rngs)
@@ -144,6 +147,10 @@ def make_train_step(model, optimizer, config, state_shardings, mesh):
     grad_fn = jax.value_and_grad(
         lambda p: forward(model, p, inputs, config, rng, train=True), has_aux=True)
     (_, step_metrics), grads = grad_fn(state.params)
+    # Gradients are reduced whole, as the parameters are laid out: with AdamW's
+    # moments split (`mesh.shard_optimizer`), XLA would otherwise split the
+    # gradient matmuls to match them and move their operands.
+    grads = jax.lax.with_sharding_constraint(grads, state_shardings.params)
     with jax.named_scope("optimizer"):
       updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
       params = optax.apply_updates(state.params, updates)
@@ -186,5 +193,8 @@ def build_run(config: ml_collections.ConfigDict, mesh) -> CompiledRun:
   init_state = make_init_state(model, optimizer)
   abstract_state = jax.eval_shape(init_state, jax.random.key(0))  # Shapes only.
   state_shardings = sharding.param_shardings(mesh, abstract_state)
+  if config.mesh.get("shard_optimizer", False):
+    state_shardings = state_shardings.replace(
+        opt_state=sharding.optimizer_shardings(mesh, abstract_state.opt_state))
   return CompiledRun(model, optimizer, init_state, abstract_state, state_shardings,
                      make_train_step(model, optimizer, config, state_shardings, mesh))

@@ -7,7 +7,10 @@
 #          BUCKET=gs://my-bucket RUN=crema_hl_paper
 #   launch/tpu_vm.sh create     # the TPU VM / pod slice (SPOT=1 for a spot slice)
 #   launch/tpu_vm.sh setup      # copy this checkout to every worker, install, mount
-#   launch/tpu_vm.sh run [--config.batch_size=1024 ...]   # start (or resume) the run
+#   launch/tpu_vm.sh run [--config.total_steps=...]   # start (or resume) the run
+# CONFIG defaults to the TPU recipe for ACCELERATOR (configs/pretrain.py:hl,tpu=GEN,
+# chips=N: the batch per chip benchmarks/tpu_aot.py recommends, bfloat16, AdamW's
+# moments split over the chips); `setup` installs jax[tpu]==JAX_VERSION (its libtpu).
 #   launch/tpu_vm.sh logs | status | stop | delete
 #
 # Layout in the bucket (prepare it first, e.g. on one machine:
@@ -29,7 +32,20 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 : "${PROJECT:?set PROJECT}" "${ZONE:?set ZONE}" "${TPU_NAME:?set TPU_NAME}"
 ACCELERATOR=${ACCELERATOR:-v4-8}
 RUNTIME_VERSION=${RUNTIME_VERSION:-tpu-ubuntu2204-base}  # v5e: v2-alpha-tpuv5-lite
-CONFIG=${CONFIG:-configs/pretrain.py:hl}
+# The TPU recipe of configs/pretrain.py for the accelerator type: generation and chips
+# (v4-N and v5p-N count TensorCores, two per chip; v5litepod-N and v6e-N count chips).
+tpu_recipe() {
+  local kind=${ACCELERATOR%-*} count=${ACCELERATOR##*-}
+  case "$kind" in
+    v4) echo "tpu=v4,chips=$((count / 2))" ;;
+    v5p) echo "tpu=v5p,chips=$((count / 2))" ;;
+    v5litepod|v5e) echo "tpu=v5e,chips=$count" ;;
+    v6e) echo "tpu=v6e,chips=$count" ;;
+    *) echo "launch/tpu_vm.sh: no TPU recipe for ACCELERATOR=$ACCELERATOR; set CONFIG" >&2
+       exit 2 ;;
+  esac
+}
+CONFIG=${CONFIG:-configs/pretrain.py:hl,$(tpu_recipe)}
 DATA_NAME=${DATA_NAME:-ptbxl}
 RUN=${RUN:-crema_pretrain}
 JAX_VERSION=${JAX_VERSION:-0.10.2}
@@ -103,5 +119,5 @@ case "${1:-}" in
       else echo not running; fi; tail -n 2 ~/crema_run.log" ;;
   stop) on_all_workers "kill -TERM \$(cat ~/crema_run.pid) || true" ;;  # Saves, then exits.
   delete) gcloud_tpu delete "$TPU_NAME" --quiet ;;
-  *) sed -n '2,27p' "$0"; exit 2 ;;
+  *) sed -n '2,30p' "$0"; exit 2 ;;
 esac

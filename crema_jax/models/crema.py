@@ -25,7 +25,8 @@ from crema_jax.models import transformer
 
 def masked_targets(x: jnp.ndarray, ids_masked: jnp.ndarray, patch_size: int,
                    layout: str, norm_targets: bool) -> jnp.ndarray:
-  """Reconstruction targets: x [batch, leads, time] -> [batch, M, patch_dim] float32.
+  """Reconstruction targets: x [..., leads, time], ids_masked [..., M] -> [..., M,
+  patch_dim] float32 (any leading batch axes).
 
   With `norm_targets` every patch is standardised on its own (MAE's norm_pix_loss).
   """

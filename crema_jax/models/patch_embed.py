@@ -43,7 +43,7 @@ EXACT = jax.lax.Precision.HIGHEST  # A one-hot matmul copies float32 values exac
 
 
 def one_hot(ids: jnp.ndarray, n: int, dtype) -> jnp.ndarray:
-  """ids [batch, k] -> [batch, k, n] 0/1 of `dtype`."""
+  """ids [..., k] -> [..., k, n] 0/1 of `dtype`."""
   return (ids[..., None] == jnp.arange(n)).astype(dtype)
 
 
@@ -70,16 +70,18 @@ def place(tokens: jnp.ndarray, ids: jnp.ndarray, n: int, fill: jnp.ndarray
 
 def select_patches(x: jnp.ndarray, ids: jnp.ndarray, patch_size: int,
                    layout: str) -> jnp.ndarray:
-  """`patchify(x)[b, ids[b]]` without cutting every patch first: x [batch, leads,
-  time], ids [batch, k] -> [batch, k, patch_dim], exactly (a one-hot matmul at full
-  precision: see `select`)."""
-  b, leads, t = x.shape
+  """`patchify(x)[b, ids[b]]` without cutting every patch first: x [..., leads,
+  time], ids [..., k] -> [..., k, patch_dim] (any leading batch axes), exactly (a
+  one-hot matmul at full precision: see `select`)."""
+  *batch, leads, t = x.shape
   n = t // patch_size
-  if layout == "joint":  # Contracts the time-patch axis of [b, leads, n, patch] directly.
-    picked = jnp.einsum("bkn,blnp->bklp", one_hot(ids, n, x.dtype),
-                        x.reshape(b, leads, n, patch_size), precision=EXACT)
-    return picked.reshape(b, ids.shape[1], leads * patch_size)
-  return select(x.reshape(b, leads * n, patch_size), ids)
+  k = ids.shape[-1]
+  if layout == "joint":  # Contracts the time-patch axis of [.., leads, n, patch] directly.
+    picked = jnp.einsum("...kn,...lnp->...klp", one_hot(ids, n, x.dtype),
+                        x.reshape(*batch, leads, n, patch_size), precision=EXACT)
+    return picked.reshape(*batch, k, leads * patch_size)
+  return jnp.einsum("...kn,...np->...kp", one_hot(ids, leads * n, x.dtype),
+                    x.reshape(*batch, leads * n, patch_size), precision=EXACT)
 
 
 def unpatchify(tokens: jnp.ndarray, patch_size: int, num_leads: int,

@@ -62,9 +62,10 @@ class Attention(nn.Module):
     w_qkv, b_qkv = w_qkv.reshape(d, 3, h, hd), b_qkv.reshape(3, h, 1, hd)
     q, k, v = (jnp.einsum("bsm,mhd->bhsd", x, w_qkv[:, i]) + b_qkv[i]
                for i in range(3))                      # [batch, heads, seq, head_dim]
-    scores = jnp.einsum("bhtd,bhsd->bhts", q, k, preferred_element_type=jnp.float32)
-    weights = jax.nn.softmax(scores / jnp.sqrt(hd).astype(jnp.float32), axis=-1)
-    out = jnp.einsum("bhts,bhsd->bhtd", weights.astype(v.dtype), v)
+    with jax.named_scope("core"):
+      scores = jnp.einsum("bhtd,bhsd->bhts", q, k, preferred_element_type=jnp.float32)
+      weights = jax.nn.softmax(scores / jnp.sqrt(hd).astype(jnp.float32), axis=-1)
+      out = jnp.einsum("bhts,bhsd->bhtd", weights.astype(v.dtype), v)
     return jnp.einsum("bhtd,hdm->btm", out, w_out.reshape(h, hd, d)) + b_out
 
 

@@ -201,13 +201,20 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(demo_config,
   assert all(np.isfinite(v) for v in losses.values())
 
 
-def test_fsdp_shards_parameters_and_matches_replicated(demo_config):
+def test_fsdp_and_sharded_optimizer_match_replicated(demo_config):
+  """FSDP (parameters split over 2 devices) and ZeRO-1 (`mesh.shard_optimizer`:
+  AdamW's moments split over all 8, parameters replicated) take the replicated
+  run's steps."""
   config, batch, model, optimizer, params = _step_inputs(demo_config)
   runs = {}
-  for fsdp in (1, 2):
+  for name, fsdp, shard_optimizer in (("replicated", 1, False), ("fsdp", 2, False),
+                                      ("zero1", 1, True)):
     mesh = sharding.make_mesh(fsdp)
     state = step_lib.TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
     shardings = sharding.param_shardings(mesh, state, min_size=1024)
+    if shard_optimizer:
+      shardings = shardings.replace(opt_state=sharding.optimizer_shardings(
+          mesh, state.opt_state, min_size=1024))
     state = jax.device_put(state, shardings)
     step = step_lib.make_train_step(model, optimizer, config, shardings, mesh)
     losses = []
@@ -215,12 +222,16 @@ def test_fsdp_shards_parameters_and_matches_replicated(demo_config):
       state, step_metrics = step(state, sharding.global_batch(mesh, batch))
       losses.append(float(step_metrics["loss"]))
     kernel = state.params["encoder"]["block0"]["mlp"]["fc1"]["kernel"]
-    runs[fsdp] = (losses, kernel.addressable_shards[0].data.nbytes, kernel.nbytes,
-                  kernel.sharding)
-  (l1, shard1, full1, _), (l2, shard2, full2, sharding2) = runs[1], runs[2]
-  assert shard1 == full1  # Replicated: every device holds the whole kernel.
-  assert shard2 == full2 // 2 and "fsdp" in str(sharding2.spec)
-  np.testing.assert_allclose(l1, l2, rtol=1e-5)
+    moment = max(jax.tree.leaves(state.opt_state), key=lambda x: x.size)
+    runs[name] = (losses, kernel.addressable_shards[0].data.nbytes / kernel.nbytes,
+                  moment.addressable_shards[0].data.nbytes / moment.nbytes, kernel)
+  assert runs["replicated"][1:3] == (1.0, 1.0)  # Every device holds everything.
+  assert runs["fsdp"][1] == 0.5 and "fsdp" in str(runs["fsdp"][3].sharding.spec)
+  assert runs["zero1"][1:3] == (1.0, 1 / 8)
+  for name in ("fsdp", "zero1"):
+    np.testing.assert_allclose(runs[name][0], runs["replicated"][0], rtol=1e-5)
+    np.testing.assert_allclose(runs[name][3], runs["replicated"][3], rtol=1e-5,
+                               atol=1e-6)
 
 
 def _compiled_step(config, batch, devices):

@@ -156,6 +156,15 @@ def test_standardize_per_lead_and_flat_leads_are_zero():
   np.testing.assert_array_equal(y[4], 0)
 
 
+def test_standardize_keeps_its_precision_under_a_large_offset():
+  x = _signal() * 0.05 + 20.0  # 50 uV waves on a 20 mV offset (a bad electrode).
+  x[:, 0] = 20.0  # Each lead's first sample, which the moments are taken about, at 20.
+  y = np.asarray(jax.jit(device.standardize)(x, 4000))
+  reference = (x[:, :4000] - x[:, :4000].mean(1, keepdims=True)) / x[:, :4000].std(
+      1, keepdims=True)
+  np.testing.assert_allclose(y[:, :4000], reference, atol=2e-3)
+
+
 def test_standardize_over_the_valid_samples_only():
   x = _signal() * 3.0 + 2.0
   x[:, 3000:] = 0.0  # A 6 s record zero-padded to 10 s.
