@@ -295,17 +295,23 @@ def estimate(tgt: Target, program: str, config, mesh) -> dict:
   }
 
 
-def max_batch(tgt: Target, fits: list[tuple[int, float]], config_at, mesh,
-              program: str) -> dict:
-  """The largest global batch (a multiple of 8 x devices) whose compiled program uses
-  at most HBM_BUDGET of a device's HBM: linear in the batch from `fits`
-  [(global batch, hbm fraction)], then compiled at that batch (and stepped down by
-  an eighth until it fits)."""
+def extrapolated_max_batch(tgt: Target, fits: list[tuple[int, float]]) -> int:
+  """The largest global batch (a multiple of 8 x devices) within HBM_BUDGET of a
+  device's HBM by a line through `fits` [(global batch, hbm fraction)]: HBM use is
+  the state plus activations linear in the batch."""
   (b0, f0), (b1, f1) = fits[0], fits[-1]
   per_example = (f1 - f0) / (b1 - b0)
   fixed = f0 - per_example * b0
   quantum = 8 * len(tgt.devices)
-  guess = int((HBM_BUDGET - fixed) / per_example) // quantum * quantum
+  return int((HBM_BUDGET - fixed) / per_example) // quantum * quantum
+
+
+def max_batch(tgt: Target, fits: list[tuple[int, float]], config_at, mesh,
+              program: str) -> dict:
+  """`extrapolated_max_batch`, then compiled at that batch (and stepped down by an
+  eighth until it fits)."""
+  quantum = 8 * len(tgt.devices)
+  guess = extrapolated_max_batch(tgt, fits)
   checked = []
   while guess >= quantum:
     result = estimate(tgt, program, config_at(guess), mesh)
@@ -358,12 +364,48 @@ def run_target(name: str, args) -> dict:
     entry = {"at_batch": rows}
     if program == "train":
       entry["recommended"] = recommend(rows)
+      if len(rows) >= 2:
+        fits = [(r["global_batch"], r["hbm_fraction"]) for r in rows]
+        entry["max_batch_extrapolated"] = extrapolated_max_batch(tgt, fits)
       if args.max_batch and len(rows) >= 2:
         entry["max_batch"] = max_batch(
             tgt, [(r["global_batch"], r["hbm_fraction"]) for r in rows], config_at,
             mesh, program)
     out["programs"][program] = entry
   return out
+
+
+def table(results: list[dict]) -> str:
+  """The README's per-generation table from tpu_aot JSON results: each topology's
+  recommended batch of the paper step, with its estimates."""
+  lines = [
+      "| topology | chips (hosts) | batch / chip (global) | HBM / chip | est. step "
+      "(cycles; cost model) | est. MFU (cycles; cost model) | est. ECGs/s / chip | "
+      "views share | largest batch / chip that fits | est. chip-hours (wall hours) "
+      "for 25.6M ECG-steps |",
+      "|---|---|---|---|---|---|---|---|---|---|"]
+  for result in results:
+    for t in result["targets"]:
+      train = t["programs"].get("train")
+      if not train or not train.get("recommended"):
+        continue
+      per_chip = train["recommended"]["batch_per_chip"]
+      row = next(r for r in train["at_batch"] if r["batch_per_chip"] == per_chip)
+      c, m = row["estimated_from_cycles"], row["estimated_from_cost_model"]
+      largest = train.get("max_batch", {}).get("batch_per_chip")
+      largest = (f"{largest} (compiled)" if largest else
+                 f"~{train['max_batch_extrapolated'] // t['chips']} (extrapolated)"
+                 if train.get("max_batch_extrapolated") else "-")
+      hours = result["pretraining_budget_examples"] / c["ecgs_per_s_per_chip"] / 3600
+      lines.append(
+          f"| {t['topology']} ({t['chip']}) | {t['chips']} ({t['hosts']}) | "
+          f"{per_chip} ({row['global_batch']}) | {row['hbm_gib_per_chip']:.2f} of "
+          f"{t['hbm_gib_per_chip']} GiB | {c['step_ms']:.1f} ms; "
+          f"{m['step_ms']:.1f} ms | {c['mfu']:.2f}; {m['mfu']:.2f} | "
+          f"{c['ecgs_per_s_per_chip']:,.0f} | "
+          f"{row['cycle_share_by_stage'].get('views', 0):.1%} | {largest} | "
+          f"{hours:,.1f} ({hours / t['chips']:,.2f}) |")
+  return "\n".join(lines)
 
 
 def _brief(row: dict) -> dict:
@@ -388,7 +430,12 @@ def main(argv=None):
   parser.add_argument("--max_batch", action="store_true",
                       help="Also find the largest global batch that fits (train).")
   parser.add_argument("--out", default=None, help="Also write the JSON here.")
+  parser.add_argument("--table", nargs="+", default=None, metavar="JSON",
+                      help="Print the README table of these results and exit.")
   args = parser.parse_args(argv)
+  if args.table:
+    print(table([json.loads(pathlib.Path(p).read_text()) for p in args.table]))
+    return None
   args.programs = [p for p in args.programs.split(",") if p]
   unknown = set(args.programs) - set(PROGRAMS)
   if unknown:
