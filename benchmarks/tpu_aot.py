@@ -48,6 +48,8 @@ def use_libtpu() -> None:
   os.environ.setdefault("TPU_ACCELERATOR_TYPE", "v5litepod-4")
   os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
   os.environ.setdefault("JAX_PLATFORMS", "cpu")  # Compile-only TPU devices; runs on CPU.
+  # Nothing runs on a TPU here, so several compiling processes may load libtpu at once.
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
