@@ -353,7 +353,11 @@ def run_target(name: str, args) -> dict:
          "hbm_gib_per_chip": tgt.chip.hbm_gib,
          "peak_bf16_tflops_per_chip": tgt.chip.bf16_tflops,
          "clock_ghz": round(tgt.chip.clock_hz / 1e9, 3), "programs": {}}
-  mesh = sharding.make_mesh(args.fsdp, devices=tgt.devices)
+  # A Mesh of the devices as listed: jax.make_mesh wants one device per chip, and
+  # libtpu's v4 topologies list each chip's two TensorCores.
+  mesh = jax.sharding.Mesh(
+      np.asarray(tgt.devices).reshape(-1, args.fsdp), ("data", "fsdp"),
+      axis_types=(jax.sharding.AxisType.Auto,) * 2)
   for program in args.programs:
     config_at = lambda b: pretrain_config(args.variant, b, args.fsdp,
                                           args.shard_optimizer)

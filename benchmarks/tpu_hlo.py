@@ -200,7 +200,9 @@ def gathers(hlo_text: str, min_bytes: int = 1 << 20) -> list[dict]:
   found = []
   for inst, _ in executed(hlo_text):
     kind = _kind(inst)
-    if ("gather" in kind or "scatter" in kind) and _result_bytes(inst.shape) >= min_bytes:
+    data_dependent = (inst.opcode in ("gather", "scatter") or inst.opcode == "fusion"
+                      and ("gather" in kind or "scatter" in kind))  # Not all-gathers.
+    if data_dependent and _result_bytes(inst.shape) >= min_bytes:
       found.append({"instruction": inst.name, "shape": inst.shape[:100],
                     "mib": round(_result_bytes(inst.shape) / 2 ** 20, 1),
                     "stage": stage_of(inst.op_name), "op_name": inst.op_name[-100:]})

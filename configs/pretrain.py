@@ -29,9 +29,9 @@ from configs import common
 from crema_jax.models import sizing
 
 # Global batch / chip for the paper step (HL, patient pairs, bfloat16), from
-# `python benchmarks/tpu_aot.py` (benchmarks/results/tpu_aot.json): the smallest batch
+# `bash benchmarks/tpu_aot_sweep.sh` (benchmarks/results/tpu_aot/): the smallest batch
 # within 3% of the best estimated ECGs/s per chip. Compiler estimates, not measurements.
-TPU_BATCH_PER_CHIP = {"v4": 64, "v5e": 64, "v5p": 64, "v6e": 64}
+TPU_BATCH_PER_CHIP = {"v4": 128, "v5e": 64, "v5p": 128, "v6e": 64}
 
 FIT_EMB = (256, 384, 512, 640, 768, 1024, 1280, 1536, 2048, 2560, 3072)
 FIT_DEPTH = (2, 4, 6, 8, 12, 16, 24, 32)
