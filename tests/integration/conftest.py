@@ -18,26 +18,28 @@ def shared_data() -> pathlib.Path:
 
 
 @pytest.fixture(scope="session")
-def demo_config(tmp_path_factory):
-  """The test demo config over a small synthetic PTB-XL folder, already prepared."""
+def demo_config(build_once):
+  """The test demo config over a small synthetic PTB-XL folder, already prepared
+  (once for the run: the xdist workers share the folder; tests only read it)."""
   from configs import demo as demo_configs  # pylint: disable=g-import-not-at-top
   from crema_jax import demo  # pylint: disable=g-import-not-at-top
 
-  root = tmp_path_factory.mktemp("demo")
-  config = demo_configs.get_config("test")
-  config.data.raw_dir = str(root / "ptbxl")
-  config.data.data_dir = str(root / "prepared")
-  demo.write_demo_data(config)
-  return config
+  def configure(root):
+    config = demo_configs.get_config("test")
+    config.data.raw_dir = str(root / "ptbxl")
+    config.data.data_dir = str(root / "prepared")
+    return config
+
+  return configure(build_once("demo", lambda root: demo.write_demo_data(configure(root))))
 
 
 @pytest.fixture(scope="session")
-def pretrained(demo_config, tmp_path_factory):
-  """(config, workdir) of a 2-step pretraining run on the demo data, with checkpoints."""
+def pretrained(demo_config, build_once):
+  """(config, workdir) of a 2-step pretraining run on the demo data, with checkpoints
+  (once for the run: the xdist workers share the folder; tests only read it)."""
   from crema_jax import train  # pylint: disable=g-import-not-at-top
 
-  workdir = tmp_path_factory.mktemp("pretrained")
   config = demo_config.copy_and_resolve_references()
   config.total_steps = 2
-  train.pretrain(config, workdir)
+  workdir = build_once("pretrained", lambda workdir: train.pretrain(config, workdir))
   return config, workdir
