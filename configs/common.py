@@ -19,7 +19,7 @@ def augment_config() -> ml_collections.ConfigDict:
   c.wander_amplitude = 0.2      # Baseline wander amplitude (per lead U(0, a)).
   c.wander_max_hz = 0.5         # Baseline wander frequency drawn from U(0.05, max).
   c.lead_dropout = 0.1          # Each lead zeroed with this probability.
-  c.max_shift_seconds = 0.1     # Time shift U(-s, s), edges padded with edge values.
+  c.max_shift_seconds = 0.1     # Time shift U(-s, s), edge values repeated (host, a slice).
   return c
 
 
