@@ -25,6 +25,7 @@ from crema_jax import losses
 from crema_jax import metrics
 from crema_jax import models
 from crema_jax import optim
+from crema_jax import references
 from crema_jax import sharding
 from crema_jax import step as step_lib
 
@@ -131,6 +132,9 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> 
   # Model, optimizer, sharding and step.
   run = step_lib.build_run(config, mesh)
   state = run.initial_state(jax.random.key(config.seed))
+  # On log steps, the decoder against simple predictors on that step's own views.
+  reference_fn = (references.make_reference_fn(run.model, config)
+                  if config.loss.reconstruction > 0 and config.mask_ratio > 0 else None)
 
   # Checkpoint.
   mngr = checkpoint.manager(workdir, every_steps=config.checkpoint_every,
@@ -174,6 +178,10 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> 
         scalars["samples_per_second"] = len(host) * config.batch_size / elapsed
         scalars["learning_rate"] = float(optim.make_schedule(
             **config.optimizer, total_steps=config.total_steps)(step - 1))
+        if reference_fn is not None and is_log_step:
+          scores = jax.device_get(reference_fn(state.params, step - 1, batch))
+          scalars["reconstruction_ratio"] = float(scores.pop("ratio"))
+          scalars.update({f"reference_{k}": float(v) for k, v in scores.items()})
         writer.write(step, scalars)
         summary.setdefault("first_loss", scalars["loss"])
         summary["last_loss"] = scalars["loss"]

@@ -363,6 +363,15 @@ def synthesize_ecg(patient: Patient, rng: np.random.Generator) -> np.ndarray:
   return np.concatenate([limb, measured[:, 2:]], axis=1)
 
 
+def draw_ecgs(num_patients: int, seed: int = 0) -> np.ndarray:
+  """[num_patients, 5000, 12] float32 mV: one ECG of each of the first patients of
+  `draw_rows(num_patients, seed)`, in memory (tests and benchmarks)."""
+  rows = draw_rows(num_patients, seed, max_records_per_patient=1)
+  rng = _streams(seed)[1]
+  return np.stack([synthesize_ecg(patient, rng) for patient, _ in rows]
+                  ).astype(np.float32)
+
+
 def _scp_codes(p: Patient, rng: np.random.Generator) -> dict[str, float]:
   """One record's {statement: likelihood}: diagnostic, then form, then rhythm."""
   codes = {}

@@ -112,14 +112,34 @@ def embedding_map(features: np.ndarray, labels: np.ndarray,
 
 def loss_curves(rows: Sequence[Mapping[str, float]],
                 path: str | pathlib.Path) -> pathlib.Path:
-  """Pretraining loss and its parts against the step, from `metrics.jsonl` rows."""
+  """Pretraining loss and its parts against the step, from `metrics.jsonl` rows; when
+  the log has them (`crema_jax.references`), a second panel: the decoder's masked
+  loss on a log step's views beside the simple predictors' on the same masks."""
   keys = [k for k in rows[0] if k == "loss" or k.startswith("loss_")]
   steps = [row["step"] for row in rows]
-  fig, ax = plt.subplots(figsize=(6, 3.8))
+  reference_rows = [row for row in rows if "reference_model" in row]
+  fig, axes = plt.subplots(1, 2 if reference_rows else 1, squeeze=False,
+                           figsize=(12 if reference_rows else 6, 3.8))
+  ax = axes[0, 0]
   for key in keys:
     ax.plot(steps, [row.get(key, np.nan) for row in rows], label=key)
   ax.set(xlabel="step", ylabel="loss", title="pretraining")
   ax.legend(fontsize=8)
+  if reference_rows:
+    ax = axes[0, 1]
+    ref_steps = [row["step"] for row in reference_rows]
+    for key in sorted(k for k in reference_rows[-1] if k.startswith("reference_")):
+      name = key[len("reference_"):]
+      ax.plot(ref_steps, [row.get(key, np.nan) for row in reference_rows],
+              label="decoder" if name == "model" else name,
+              color="black" if name == "model" else None,
+              linewidth=1.6 if name == "model" else 0.9,
+              linestyle="-" if name == "model" else "--")
+    last = reference_rows[-1]
+    ax.set(xlabel="step", ylabel="masked MSE (standardised units)",
+           title=f"masked reconstruction vs simple predictors (last ratio "
+                 f"{last['reconstruction_ratio']:.2f})")
+    ax.legend(fontsize=8)
   return _save(fig, path)
 
 

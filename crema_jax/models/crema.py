@@ -179,7 +179,12 @@ class CREMA(nn.Module):
     self.decoder = transformer.Transformer(
         self.decoder_depth, self.decoder_heads, self.mlp_ratio, self.dropout,
         self.drop_path, self.remat, **kw)
-    self.decoder_pred = nn.Dense(self.patch_dim, **kw)
+    # Zero-initialised, so the untrained model predicts 0 (the standardised mean)
+    # rather than noise of unit variance: with nn.Dense's default init the first
+    # ~100 steps only shrink that noise, and at the demo's budget the decoder never
+    # got past predicting the mean (benchmarks/reconstruction.py).
+    self.decoder_pred = nn.Dense(self.patch_dim, kernel_init=nn.initializers.zeros,
+                                 **kw)
     # Contrastive projection.
     self.projector = ProjectionHead(self.proj_hidden_dim, self.proj_dim, **kw)
 

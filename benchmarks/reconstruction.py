@@ -1,0 +1,129 @@
+"""Does the decoder learn? Masked reconstruction against simple predictors, and what the
+tiny model's layout costs a step.
+
+  python benchmarks/reconstruction.py --steps 300,1200 --methods gl,hl
+  python benchmarks/reconstruction.py --timing_only
+
+For each method and budget, pretrains the demo config (`configs/demo.py`: the tiny
+model, batch 32, the demo's synthetic PTB-XL, prepared first when absent) with the
+real training loop into a fresh workdir, and reports from its log (every `log_every`
+steps, `crema_jax.references`: the decoder and the simple predictors on that step's
+own views and masks) the last reconstruction losses and `reconstruction_ratio`, the
+decoder's loss over the best predictor's (target: <= 0.5).
+
+Then times the jitted HL step of the demo config (random crops of the real shapes,
+median of `--timing_steps`) for the tiny model as it is and as it was before the
+decoder was made to learn (joint tokens, patch 50), in the same process, alternating,
+and prints the ratio (target: <= 1.05). Prints one JSON object.
+"""
+
+import argparse
+import json
+import pathlib
+import shutil
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from configs import demo as demo_config
+from crema_jax import demo
+from crema_jax import metrics
+from crema_jax import sharding
+from crema_jax import step as step_lib
+from crema_jax import train
+
+# The tiny model's fields before it learned (git 4222020): one joint token per 50 samples.
+PREVIOUS_TINY = {"token_layout": "joint", "patch_size": 50}
+METHOD_WEIGHTS = {"gl": (1.0, 0.0, 0.0), "hl": (1.0, 1.0, 1.0)}
+
+
+def pretrain_run(method: str, steps: int, root: pathlib.Path) -> dict:
+  config = demo_config.get_config()
+  config.total_steps = steps
+  config.optimizer.warmup_steps = max(steps // 10, 1)
+  config.checkpoint_every = steps
+  config.progress_bar = False
+  (config.loss.reconstruction, config.loss.sample,
+   config.loss.patient) = METHOD_WEIGHTS[method]
+  demo.ensure_prepared(config)
+  workdir = root / f"{method}_{steps}"
+  shutil.rmtree(workdir, ignore_errors=True)
+  start = time.perf_counter()
+  train.pretrain(config, workdir)
+  rows = [r for r in metrics.read_jsonl(workdir / "metrics.jsonl")
+          if "reconstruction_ratio" in r]
+  last = rows[-3:]  # The last three log steps, averaged (one batch each).
+  mean = lambda k: round(float(np.mean([r[k] for r in last])), 4)
+  return {"method": method, "steps": steps, "seconds": round(time.perf_counter() - start),
+          "reconstruction_ratio": mean("reconstruction_ratio"),
+          "decoder": mean("reference_model"),
+          **{name: mean(f"reference_{name}") for name in
+             ("zero", "visible_mean", "nearest_visible", "one_rr")},
+          "ratio_by_step": {r["step"]: round(r["reconstruction_ratio"], 3)
+                            for r in rows[::max(len(rows) // 10, 1)]},
+          "workdir": str(workdir)}
+
+
+def step_seconds(model_fields: dict, repeats: int, rng: np.random.Generator):
+  """(run, state, batch): the demo config's HL step with these model fields."""
+  config = demo_config.get_config()
+  config.model.update(model_fields)
+  run = step_lib.build_run(config, sharding.make_mesh(1))
+  state = run.initial_state(jax.random.key(0))
+  batch = {}
+  for name, (shape, dtype) in step_lib.host_batch_spec(config).items():
+    if name == "signals":
+      batch[name] = jnp.asarray(rng.normal(size=shape).astype(dtype))
+    elif name == "valid":
+      batch[name] = jnp.full(shape, config.data.seq_len, dtype)
+    else:
+      batch[name] = jnp.asarray(np.arange(np.prod(shape)).reshape(shape) % 7, dtype)
+  state, m = run.train_step(state, batch)
+  jax.block_until_ready(m)
+
+  def timed():
+    nonlocal state
+    times = []
+    for _ in range(repeats):
+      start = time.perf_counter()
+      state, out = run.train_step(state, batch)
+      jax.block_until_ready(out)
+      times.append(time.perf_counter() - start)
+    return times
+
+  return timed
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--steps", default="300,1200")
+  parser.add_argument("--methods", default="gl,hl")
+  parser.add_argument("--timing_steps", type=int, default=20)
+  parser.add_argument("--timing_only", action="store_true")
+  parser.add_argument("--workdir", default="")
+  args = parser.parse_args()
+  out = {"devices": jax.device_count(), "runs": []}
+  if not args.timing_only:
+    root = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="reconstruction_"))
+    for steps in (int(s) for s in args.steps.split(",")):
+      for method in args.methods.split(","):
+        out["runs"].append(pretrain_run(method, steps, root))
+        print(json.dumps(out["runs"][-1]), flush=True)
+  rng = np.random.default_rng(0)
+  timers = {"tiny": step_seconds({}, args.timing_steps, rng),
+            "previous_tiny": step_seconds(PREVIOUS_TINY, args.timing_steps, rng)}
+  times = {name: [] for name in timers}
+  for _ in range(3):  # Alternating rounds: the machine's load hits both alike.
+    for name, timed in timers.items():
+      times[name] += timed()
+  median = {name: float(np.median(t)) for name, t in times.items()}
+  out["step_seconds_median"] = {k: round(v, 4) for k, v in median.items()}
+  out["step_time_ratio"] = round(median["tiny"] / median["previous_tiny"], 3)
+  print(json.dumps(out))
+
+
+if __name__ == "__main__":
+  main()
