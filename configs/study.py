@@ -83,10 +83,9 @@ def get_config(arg: str = "method") -> ml_collections.ConfigDict:
     config.pretrain.optimizer.update(lr=1e-3, warmup_steps=15)
     config.demo_data = True
     config.study.bootstrap = 200
-    # The tiny model's tokens are per lead (configs/common, models/variants.py).
-    config.study.update(patches=(250, 500, 1000), emb_dims=(64, 128), depths=(1, 2),
+    config.study.update(patches=(50, 125, 250), emb_dims=(64, 128), depths=(1, 2),
                         head_dim=32, fractions=(0.25, 0.5, 1.0))
-    config.study.reference = {"method": "hl", "patch": "patch500",
+    config.study.reference = {"method": "hl", "patch": "patch125",
                               "size": "emb128_depth2", "data": "patients1"}[name]
     for evaluation_config in (config.probe, config.finetune):
       evaluation_config.probe.steps = 300

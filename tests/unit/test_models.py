@@ -16,7 +16,7 @@ from crema_jax.models import sizing
 
 # jax.eval_shape of init: exact parameter counts of every named variant.
 PINNED_PARAMS = {
-    "tiny": 587_188,
+    "tiny": 604_184,
     "tiny_per_lead": 538_938,
     "paper": 35_644_124,
     "paper_p60": 34_445_264,
