@@ -101,9 +101,12 @@ def test_one_train_step_on_an_in_memory_batch():
   assert all(np.isfinite(v) and v > 0 for v in parts.values()), parts
   np.testing.assert_allclose(parts["loss"], parts["loss_reconstruction"] +
                              parts["loss_sample"] + parts["loss_patient"], rtol=1e-5)
+  # Every parameter has a gradient; two steps, as the zero-initialised reconstruction
+  # head passes none back into the decoder on the first.
+  state, _ = run.train_step(state, batch)
   moved = jax.tree.map(lambda a, b: not np.allclose(a, b), before,
                        jax.device_get(state.params))
-  assert all(jax.tree.leaves(moved)), moved  # Every parameter has a gradient.
+  assert all(jax.tree.leaves(moved)), moved
 
 
 # ------------------------------------------------------------ step assembly
@@ -137,7 +140,9 @@ def test_without_patient_pairs_the_patient_loss_is_over_the_batch_only():
 # ------------------------------------------------------------------- learning
 # 50 AdamW steps on one fixed batch: the loss must fall to below this fraction of its
 # first value (measured: GL 0.49, CL 0.0001, HL 0.11 of the first loss).
-LEARNS_TO = {"gl": 0.7, "cl": 0.1, "hl": 0.3}
+# GL starts at the zero predictor's loss (~1, the head is zero-initialised), so what it
+# loses in 50 steps is learned, not the shrinking of an initial unit-variance output.
+LEARNS_TO = {"gl": 0.9, "cl": 0.1, "hl": 0.3}
 
 
 def fit_one_batch(preset: str, steps: int = 50):
