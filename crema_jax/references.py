@@ -160,6 +160,19 @@ def reconstruction_references(model: crema_lib.CREMA, params: Any, x: jax.Array,
   return scores
 
 
+def first_views(transform: device.ViewTransform, seed: int, step: jax.Array,
+                signals: jax.Array, valid: jax.Array):
+  """The first view of every ECG exactly as the step at `step` draws it
+  (`device.pretrain_views`), without drawing the others: signals [batch, views, leads,
+  time], valid [batch, views] -> (x [batch, leads, time], ids_keep, ids_masked,
+  masked_valid)."""
+  keys = device.example_keys(seed, step, signals.shape[0])
+  keys = jax.vmap(lambda k: jax.random.split(k, signals.shape[1])[0])(keys)
+  x, keep, masked = jax.vmap(transform.masked_view)(keys, signals[:, 0], valid[:, 0])
+  masked_valid = jnp.take_along_axis(transform.token_valid(valid[:, 0]), masked, -1)
+  return x, keep, masked, masked_valid
+
+
 def make_reference_fn(model: crema_lib.CREMA, config: ml_collections.ConfigDict):
   """The training log's check, jitted: (params, step, host batch) -> the scores of
   `reconstruction_references` on the first view of every ECG of the batch the step
@@ -169,11 +182,9 @@ def make_reference_fn(model: crema_lib.CREMA, config: ml_collections.ConfigDict)
   rate = float(config.data.sampling_rate)
 
   def reference_fn(params, step: jax.Array, batch: dict) -> dict[str, jax.Array]:
-    keys = device.example_keys(config.seed, step, batch["signals"].shape[0])
-    views = device.pretrain_views(transform, keys, batch["signals"], batch["valid"])
-    return reconstruction_references(
-        model, params, views["signals"][:, 0].astype(jnp.float32),
-        views["ids_keep"][:, 0], views["ids_masked"][:, 0],
-        views["masked_valid"][:, 0], rate)
+    x, keep, masked, masked_valid = first_views(transform, config.seed, step,
+                                                batch["signals"], batch["valid"])
+    return reconstruction_references(model, params, x.astype(jnp.float32), keep, masked,
+                                     masked_valid, rate)
 
   return jax.jit(reference_fn)

@@ -58,3 +58,20 @@ def test_predictors_on_a_periodic_signal(layout):
                              if layout == "joint" else
                              [np.asarray(x)[l][seen[l]].mean() for l in range(12)],
                              rtol=1e-5)
+
+
+def test_the_log_check_sees_the_steps_own_first_views():
+  from configs import demo
+  from crema_jax.input import device
+  transform = device.ViewTransform.from_config(demo.get_config())
+  rng = np.random.default_rng(0)
+  signals = jnp.asarray(rng.normal(size=(4, 3, 12, 5000)).astype(np.float16))
+  valid = jnp.asarray([[5000] * 3, [3000] * 3, [5000] * 3, [4000] * 3], jnp.int32)
+  step = device.pretrain_views(
+      transform, device.example_keys(0, jnp.int32(7), 4), signals, valid)
+  x, keep, masked, masked_valid = references.first_views(transform, 0, jnp.int32(7),
+                                                         signals, valid)
+  np.testing.assert_array_equal(x, step["signals"][:, 0])
+  np.testing.assert_array_equal(keep, step["ids_keep"][:, 0])
+  np.testing.assert_array_equal(masked, step["ids_masked"][:, 0])
+  np.testing.assert_array_equal(masked_valid, step["masked_valid"][:, 0])
