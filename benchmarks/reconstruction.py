@@ -48,7 +48,7 @@ def pretrain_run(method: str, steps: int, root: pathlib.Path) -> dict:
   config.progress_bar = False
   (config.loss.reconstruction, config.loss.sample,
    config.loss.patient) = METHOD_WEIGHTS[method]
-  demo.ensure_prepared(config)
+  demo.write_demo_data(config)
   workdir = root / f"{method}_{steps}"
   shutil.rmtree(workdir, ignore_errors=True)
   start = time.perf_counter()
