@@ -9,9 +9,9 @@ encoder sees (the visible samples of the view) and nothing learned:
   visible_mean     each lead's mean over its visible samples,
   nearest_visible  the nearest visible patch of the same lead, copied,
   one_rr           the samples one RR interval earlier (else later) where those are
-                   visible, else the lead's visible mean; the RR interval is the lag
-                   (0.3-2 s) of the largest autocorrelation of the visible samples,
-                   summed over leads.
+                   visible, else the lead's visible mean; the RR interval is the
+                   first autocorrelation peak (0.3-2 s) of the visible samples, summed
+                   over leads, within 10% of the largest (`rr_samples`).
 
 `reconstruction_references` scores them and the model on one batch of views;
 `reconstruction_ratio` (the model's loss over the best predictor's) is what the
@@ -27,10 +27,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from crema_jax import losses
 from crema_jax import masking
 from crema_jax.input import device
 from crema_jax.models import crema as crema_lib
-from crema_jax.models import patch_embed as pe
 
 PREDICTORS = ("zero", "visible_mean", "nearest_visible", "one_rr")
 MIN_RR_SECONDS, MAX_RR_SECONDS = 0.3, 2.0  # 200 to 30 beats per minute.
@@ -120,15 +120,6 @@ def predictions(x: jax.Array, ids_keep: jax.Array, model: crema_lib.CREMA,
           "one_rr": _one_rr(x, seen, sampling_rate)}
 
 
-def _patch_loss(pred: jax.Array | float, target: jax.Array, valid: jax.Array
-                ) -> jax.Array:
-  """pred and target [n, M, patch_dim] (pred may be a scalar), valid [n, M] -> the mean squared error over valid
-  patches (as `losses.masked_reconstruction_loss`)."""
-  per_patch = jnp.mean(jnp.square(pred - target), axis=-1)
-  w = valid.astype(jnp.float32)
-  return jnp.sum(per_patch * w) / jnp.maximum(jnp.sum(w), 1.0)
-
-
 def reconstruction_references(model: crema_lib.CREMA, params: Any, x: jax.Array,
                               ids_keep: jax.Array, ids_masked: jax.Array,
                               masked_valid: jax.Array, sampling_rate: float
@@ -148,13 +139,15 @@ def reconstruction_references(model: crema_lib.CREMA, params: Any, x: jax.Array,
     standardised on its own too).
   """
   out = model.apply({"params": params}, x, ids_keep, ids_masked)
-  scores = {"model": _patch_loss(out["pred"], out["target"], masked_valid),
-            "zero": _patch_loss(0.0, out["target"], masked_valid)}
+  target = out["target"]
+  scores = {"model": losses.masked_reconstruction_loss(out["pred"], target, masked_valid),
+            "zero": losses.masked_reconstruction_loss(jnp.zeros_like(target), target,
+                                                      masked_valid)}
   predicted = jax.vmap(lambda v, k: predictions(v, k, model, sampling_rate))(x, ids_keep)
   for name, pred in predicted.items():
     pred = crema_lib.masked_targets(pred, ids_masked, model.patch_size,
                                     model.token_layout, model.norm_targets)
-    scores[name] = _patch_loss(pred, out["target"], masked_valid)
+    scores[name] = losses.masked_reconstruction_loss(pred, target, masked_valid)
   scores["ratio"] = scores["model"] / jnp.maximum(
       jnp.min(jnp.stack([scores[name] for name in PREDICTORS])), 1e-12)
   return scores
