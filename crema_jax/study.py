@@ -38,6 +38,7 @@ STUDIES = ("method", "patch", "size", "data")
 AXES = {"method": ("method", None), "patch": ("patch", None), "size": ("depth", "emb"),
         "data": ("patients", None)}
 RESULTS = "results.json"
+RANDOM_INIT = "random_init"  # The untrained encoder of the reference cell's probes.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +76,21 @@ def cells(config: ml_collections.ConfigDict) -> list[Cell]:
     return [Cell(f"patients{f:g}", {"patients": f},
                  {"data.pretrain_patient_fraction": f}) for f in study.fractions]
   raise ValueError(f"study.name={study.name!r} is not one of {STUDIES}")
+
+
+def random_init_cell(config: ml_collections.ConfigDict) -> Cell | None:
+  """The `random_init` row (`study.random_init`): an untrained encoder of the reference
+  cell's architecture, probed alongside the reference cell (same run directories)."""
+  if not config.study.get("random_init"):
+    return None
+  reference = next(c for c in cells(config) if c.name == config.study.reference)
+  return Cell(RANDOM_INIT, {k: "-" for k in reference.settings}, {})
+
+
+def table_cells(config: ml_collections.ConfigDict) -> list[Cell]:
+  """The rows of the study's table: the grid, then the random-init row if any."""
+  extra = random_init_cell(config)
+  return cells(config) + ([extra] if extra else [])
 
 
 def cell_config(config: ml_collections.ConfigDict, cell: Cell,
@@ -153,6 +169,8 @@ def run_cell(config: ml_collections.ConfigDict, cell: Cell, seed: int,
   for name in todo:
     evaluation_config = config[name].copy_and_resolve_references()
     evaluation_config.checkpoint = str(directory)
+    evaluation_config.random_init_baseline = (random_init_cell(config) is not None
+                                              and cell.name == config.study.reference)
     evaluation.evaluate(evaluation_config, directory / name)
 
 
@@ -183,25 +201,39 @@ def _final_losses(directory: pathlib.Path) -> dict:
           if k not in ("step", "learning_rate")}
 
 
+def _source(config: ml_collections.ConfigDict, cell: Cell) -> tuple[Cell, str | None]:
+  """(the grid cell whose run directories hold `cell`'s results, the encoder's name in
+  them: None for the checkpoint's own, the first)."""
+  if cell.name == RANDOM_INIT:
+    return next(c for c in cells(config) if c.name == config.study.reference), RANDOM_INIT
+  return cell, None
+
+
 def collect(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> list[dict]:
   """One row per finished cell and seed: settings, pretraining, per-task metrics."""
   rows = []
-  for cell in cells(config):
+  for cell in table_cells(config):
+    source, encoder_name = _source(config, cell)
     for seed in config.study.seeds:
-      directory = run_dir(workdir, cell, seed)
+      directory = run_dir(workdir, source, seed)
       found = {e: directory / e / RESULTS for e in evaluations(config)}
       if not found["probe"].is_file():
         continue
-      pretrain = cell_config(config, cell, seed)
+      pretrain = cell_config(config, source, seed)
+      trained = encoder_name is None
       row = {"cell": cell.name, **cell.settings, "seed": seed,
              "parameters": sizing.count_params(pretrain.model.to_dict()),
-             "steps": pretrain.total_steps, "batch_size": pretrain.batch_size,
-             **_final_losses(directory)}
+             "steps": pretrain.total_steps if trained else 0,
+             "batch_size": pretrain.batch_size,
+             **(_final_losses(directory) if trained else {})}
       for name, path in found.items():
         if not path.is_file():
           continue
         results = json.loads(path.read_text())
-        encoder = next(iter(results["encoders"].values()))
+        encoders = results["encoders"]
+        if encoder_name is not None and encoder_name not in encoders:
+          continue
+        encoder = encoders[encoder_name or next(iter(encoders))]
         summary = encoder["summary"][f"{max(config[name].label_fractions):g}"]
         for task, entry in summary.items():
           if task == "overall":
@@ -209,7 +241,8 @@ def collect(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> list[di
           else:
             row[f"{name}_{task}_auroc"] = entry["auroc"]
             row[f"{name}_{task}_auprc"] = entry["auprc"]
-      rows.append(row)
+      if any(k.startswith(tuple(evaluations(config))) for k in row):
+        rows.append(row)
   return rows
 
 
@@ -223,13 +256,15 @@ def write_csv(rows: list[dict], path: pathlib.Path) -> None:
 
 def _test_scores(config, workdir, cell, evaluation, task) -> list[np.ndarray]:
   """The cell's test logits of `task`, one [test ECGs, classes] array per seed."""
+  source, encoder_name = _source(config, cell)
+  key = task if encoder_name is None else f"{encoder_name}/{task}"
   out = []
   for seed in config.study.seeds:
-    path = run_dir(workdir, cell, seed) / evaluation / "test_scores.npz"
+    path = run_dir(workdir, source, seed) / evaluation / "test_scores.npz"
     if path.is_file():
       with np.load(path) as saved:
-        if task in saved.files:
-          out.append((saved["position"], saved[task]))
+        if key in saved.files:
+          out.append((saved["position"], saved[key]))
   return out
 
 
@@ -238,7 +273,7 @@ def paired_to_reference(config: ml_collections.ConfigDict, workdir: pathlib.Path
   """{cell: {task: {"difference", "ci"}}}: the cell's test macro AUROC (mean over its
   seeds) minus the reference cell's, on the same bootstrap resamples of the test ECGs
   (PTB-XL benchmark resampling, `scores.bootstrap_samples`) for every cell and seed."""
-  grid = {c.name: c for c in cells(config)}
+  grid = {c.name: c for c in table_cells(config)}
   reference = grid[config.study.reference]
   prepared = storage.PreparedSource(config.pretrain.data.data_dir,
                                     config.pretrain.data.name)
@@ -281,16 +316,27 @@ def markdown(config: ml_collections.ConfigDict, rows: list[dict],
   """Mean ± sd over seeds per cell and task, best cell per task in bold; then the
   paired differences to the reference cell."""
   study = config.study
-  grid = [c for c in cells(config) if any(r["cell"] == c.name for r in rows)]
+  grid = [c for c in table_cells(config) if any(r["cell"] == c.name for r in rows)]
   settings = list(grid[0].settings) if grid else []
   lines = [f"# Study `{study.name}`", "",
            f"Each cell: {config.pretrain.total_steps} pretraining steps x batch "
            f"{config.pretrain.batch_size}, seeds {list(study.seeds)}; test-fold macro "
            f"AUROC (PTB-XL benchmark protocol, `configs/probe.py`), mean ± sd over "
-           "seeds; best cell per task in bold.", ""]
+           "seeds; best cell per task in bold."]
+  ratio = "pretrain_reconstruction_ratio"
+  with_ratio = any(ratio in r for r in rows)
+  if with_ratio:
+    lines.append("`rec. ratio`: the last logged masked-reconstruction loss over the "
+                 "best simple predictor's on the same masks (`crema_jax/references.py`; "
+                 "1.0 = no better than copying or zero).")
+  if any(c.name == RANDOM_INIT for c in grid):
+    lines.append(f"`{RANDOM_INIT}`: an untrained encoder of the reference cell's "
+                 "architecture, probed in the reference cell's runs.")
+  lines.append("")
   for evaluation in evaluations(config):
     tasks = list(config[evaluation].tasks)
-    header = ["cell", *settings, "params", "seeds", *tasks]
+    header = ["cell", *settings, "params", "seeds",
+              *(["rec. ratio"] if with_ratio else []), *tasks]
     lines += [f"## {evaluation}", "", "| " + " | ".join(header) + " |",
               "|" + "---|" * len(header)]
     means = {}
@@ -312,6 +358,9 @@ def markdown(config: ml_collections.ConfigDict, rows: list[dict],
       cols = [cell.name + (" (reference)" if cell.name == study.reference else ""),
               *(str(cell.settings[s]) for s in settings),
               f"{mine[0]['parameters']:,}", str(len(mine))]
+      if with_ratio:
+        values = [r[ratio] for r in mine if ratio in r]
+        cols.append(f"{np.mean(values):.2f}" if values else "-")
       for task in tasks:
         mean, sd = means[cell.name, task]
         text = f"{mean:.3f}" + (f" ± {sd:.3f}" if np.isfinite(sd) else "")

@@ -594,11 +594,13 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> 
   workdir.mkdir(parents=True, exist_ok=True)
   paths = report.write_outputs(results, evaluated, encoders[0], config, prepared, tasks,
                                workdir)
-  # The primary fits' test-fold logits (studies pair cells on them).
+  # The primary fits' test-fold logits (studies pair cells on them): TASK for the
+  # checkpoint's encoder, ENCODER/TASK for the others (the random-init baseline).
   paths["test_scores"] = workdir / "test_scores.npz"
   np.savez(paths["test_scores"], position=positions["test"],
-           **{name: fit.test_scores for name, fit in
-              evaluated[encoders[0].name]["primary"].items()})
+           **{(task if encoder is encoders[0] else f"{encoder.name}/{task}"):
+              fit.test_scores for encoder in encoders
+              for task, fit in evaluated[encoder.name]["primary"].items()})
   if config.save_classifiers:
     paths["classifiers"] = write_classifiers(results, evaluated[encoders[0].name],
                                              encoders[0], restored, tasks, config,

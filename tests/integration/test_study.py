@@ -132,11 +132,15 @@ def test_a_killed_study_resumes_without_redoing_finished_cells(demo_config, tmp_
   resumed = json.loads((tmp_path / "cells" / "hl" / "seed_0" /
                         "pretrain.json").read_text())
   assert resumed["start_step"] > 0  # HL resumed from its checkpoint.
-  assert [r["cell"] for r in result["rows"]] == ["cl", "hl"]
+  # The method study's floor: HL's probes also probed an untrained encoder.
+  assert [r["cell"] for r in result["rows"]] == ["cl", "hl", "random_init"]
   with open(tmp_path / "results.csv", newline="") as f:
     rows = list(csv.DictReader(f))
-  assert [r["method"] for r in rows] == ["cl", "hl"]
+  assert [r["method"] for r in rows] == ["cl", "hl", "-"]
   assert "pretrain_loss" in rows[0] and "probe_superdiagnostic_auroc" in rows[0]
+  assert rows[2]["steps"] == "0" and not rows[2]["pretrain_loss"]
+  assert rows[2]["probe_superdiagnostic_auroc"]  # Read from HL's results ("nan" here).
   text = (tmp_path / "results.md").read_text()
   assert "hl (reference)" in text and "Paired differences to `hl`" in text
-  assert set(result["paired"]["probe"]) == {"cl"}
+  assert "| random_init | - |" in text and "rec. ratio" in text
+  assert set(result["paired"]["probe"]) == {"cl", "random_init"}
