@@ -30,7 +30,13 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.window_stride_seconds = 0.0  # every stride (0: the view length); 0: off.
   config.batch_size = 64
   config.read_workers = 2            # Processes reading files while the model runs.
+  # Address space (MB) a reading worker may take beyond its libraries: a file whose
+  # reading needs more is skipped, saying so (0: no cap).
+  config.read_memory_mb = 4096
   config.progress_bar = True
   config.mesh = ml_collections.ConfigDict({"fsdp": 1})
   config.platforms = ("cpu", "cuda")  # export: platforms to lower for.
+  # A workdir holding another run's outputs is refused unless this is True.
+  config.overwrite = False
+  config.part_files = 1024           # embed: files per resumable part.
   return config

@@ -5,7 +5,8 @@ Overrides go after the config: `--config.model.emb_dim=512 --config.batch_size=1
 "finetune" (crema_jax.evaluation.run: a checkpoint on PTB-XL), "demo"
 (crema_jax.demo: synthetic data -> prepare -> pretrain -> probe), or "embed" /
 "predict" / "export" (crema_jax.inference: a checkpoint on anyone's ECG files), or
-"study" (crema_jax.study: a grid of pretraining runs, each probed, in one table).
+"study" (crema_jax.study: a grid of pretraining runs, each probed, in one table), or
+"verify" (crema_jax.package.verify: a checkpoint's or classifier's checksums).
 Multi-host (TPU pod, SLURM, `launch/local_multiprocess.sh`): the same command on every
 host; `jax.distributed` starts first (see crema_jax/distributed.py and --distributed).
 """
@@ -31,6 +32,7 @@ JOBS = {
     "predict": ("crema_jax.inference.predict", "run"),
     "export": ("crema_jax.inference.export", "run"),
     "study": ("crema_jax.study", "run"),
+    "verify": ("crema_jax.package.verify", "run"),
 }
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",

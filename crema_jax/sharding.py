@@ -82,6 +82,12 @@ def optimizer_shardings(mesh: jax.sharding.Mesh, abstract_tree: Any,
   return jax.tree.map(spec, abstract_tree)
 
 
+def pad_to(x: np.ndarray, n: int) -> np.ndarray:
+  """Pads the leading dimension of `x` with zeros to `n` (a last, smaller batch to the
+  size the step was compiled for)."""
+  return np.pad(x, [(0, n - len(x))] + [(0, 0)] * (x.ndim - 1))
+
+
 def global_batch(mesh: jax.sharding.Mesh, local_batch: dict[str, np.ndarray]) -> dict:
   """This process's numpy batch -> global jax Arrays sharded over the mesh."""
   sharding = batch_sharding(mesh)

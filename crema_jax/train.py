@@ -25,6 +25,7 @@ from crema_jax import losses
 from crema_jax import metrics
 from crema_jax import models
 from crema_jax import optim
+from crema_jax.package import encoder as package
 from crema_jax import references
 from crema_jax import sharding
 from crema_jax import step as step_lib
@@ -117,9 +118,13 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> 
   prepared = prepared_source(config.data)  # Before anything is written or compiled.
   workdir = pathlib.Path(workdir)
   is_main = jax.process_index() == 0
+  # What this run learns from, recorded now, while its data is there to look at: each
+  # checkpoint step is sealed with it, so a checkpoint copied alone still says it.
+  record = package.provenance(config, prepared)
   if is_main:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+    package.write_provenance(workdir, record)
 
   # Mesh.
   mesh = sharding.make_mesh(config.mesh.fsdp)
@@ -190,9 +195,12 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> 
                         samples_s=f"{scalars['samples_per_second']:.1f}")
         window, window_start = [], time.perf_counter()
         if wants_save:
+          wait = preempted or step == config.total_steps
           checkpoint.save(mngr, step, state, data_iter, config, loss=scalars["loss"],
-                          force=True, wait=preempted or step == config.total_steps)
+                          force=True, wait=wait)
           last_saved = step
+          if is_main:  # The steps whose writes have finished get their checksums.
+            package.seal(mngr, record, skip=None if wait else step)
       bar.update(1)
       if preempted:
         summary["preempted"] = True
@@ -203,6 +211,9 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> 
     bar.close()
     writer.close()
     preemption.restore()
+    mngr.wait_until_finished()
+    if is_main:
+      package.seal(mngr, record)
     mngr.close()
   summary["step"] = last_saved
   if is_main:

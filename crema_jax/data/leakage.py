@@ -305,8 +305,14 @@ def check_pretraining_data(data_config, test_folds: Sequence[int] = (10,),
   data holds test-fold ECGs ("overlap") or holds a source nobody checked against
   PTB-XL ("unchecked": a CinC 2021 corpus prepared without `data.leakage.ptbxl_dir`
   holds every PTB-XL ECG as an `HR*` record)."""
-  report = pretraining_overlap(data_config, test_folds)
-  where = f"{data_config.data_dir}/{data_config.name}"
+  return refuse(pretraining_overlap(data_config, test_folds),
+                f"{data_config.data_dir}/{data_config.name}", allow)
+
+
+def refuse(report: dict, where: str, allow: bool = False) -> dict:
+  """LeakageError unless `allow` when a `pretraining_overlap` report (computed now, or
+  recorded at pretraining and read from a checkpoint) shows test-fold ECGs or an
+  unchecked source in the pretraining data of `where`; else the report."""
   if report["status"] == "overlap" and not allow:
     found = ", ".join(f"{n} from {s}" for s, n in report["overlap"].items())
     raise LeakageError(

@@ -50,11 +50,6 @@ def embed(model: models.CREMA, params: Any, x: jax.Array, valid: jax.Array) -> j
   return model.apply({"params": params}, x, valid=valid, method=model.embed)
 
 
-def pad_to(x: np.ndarray, n: int) -> np.ndarray:
-  """Pads the leading dimension of `x` with zeros to `n`."""
-  return np.pad(x, [(0, n - len(x))] + [(0, 0)] * (x.ndim - 1))
-
-
 def extract_features(model: models.CREMA, params: Any, config: ml_collections.ConfigDict,
                      prepared: storage.PreparedSource, folds: Sequence[int], mesh,
                      *, batch_size: int = 64, shift: str | None = None,
@@ -72,8 +67,9 @@ def extract_features(model: models.CREMA, params: Any, config: ml_collections.Co
   for batch in views(config, prepared, folds, batch_size, shift, seed=config.seed,
                      positions=positions):
     n = len(batch["view"])
-    data = sharding.global_batch(mesh, {"view": pad_to(batch["view"], batch_size),
-                                        "valid": pad_to(batch["valid"], batch_size)})
+    data = sharding.global_batch(mesh, {
+        "view": sharding.pad_to(batch["view"], batch_size),
+        "valid": sharding.pad_to(batch["valid"], batch_size)})
     features = embed_fn(params, data["view"], data["valid"])
     out["features"].append(np.asarray(jax.device_get(features))[:n])
     for key in ("labels", "patient", "ecg_id", "position"):

@@ -15,11 +15,11 @@ from crema_jax.data import records
 from crema_jax.data import storage
 from crema_jax.evaluation import features as features_lib
 from crema_jax.evaluation import plots
-from crema_jax.evaluation import restore
 from crema_jax.evaluation import tasks as tasks_lib
 from crema_jax.input import device
 from crema_jax import metrics
 from crema_jax import models
+from crema_jax.package import encoder as package
 
 REFERENCE = ("PTB-XL benchmark protocol (Strodthoff et al., IEEE JBHI 2021, "
              "helme/ecg_ptbxl_benchmarking), as used by Al-Masud, Lopez Alcaraz and "
@@ -272,7 +272,7 @@ def write_outputs(results: dict, evaluated: dict, encoder, config: ml_collection
     paths["reconstructions"] = plots.reconstructions(
         batch["view"], masked, recon, encoder.config.data.sampling_rate,
         workdir / "reconstructions.png", titles=titles)
-  loss_log = restore.checkpoint_dir(config.checkpoint).parent / "metrics.jsonl"
+  loss_log = package.checkpoint_dir(config.checkpoint).parent / "metrics.jsonl"
   if loss_log.is_file():
     paths["loss_curves"] = plots.loss_curves(metrics.read_jsonl(loss_log),
                                              workdir / "pretraining_loss.png")

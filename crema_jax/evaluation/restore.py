@@ -1,5 +1,6 @@
-"""A pretraining checkpoint, read for evaluation: its config and encoder parameters
-(never its optimizer state), with the leakage check on what it was pretrained on."""
+"""A pretraining checkpoint, read for evaluation through its package
+(`crema_jax.package.encoder`): the encoder and decoder parameters (never the optimizer
+state), and the leakage report recorded when it was pretrained."""
 
 from __future__ import annotations
 
@@ -7,21 +8,13 @@ import dataclasses
 import pathlib
 from typing import Any
 
-import jax
 import ml_collections
 import numpy as np
 
-from crema_jax import checkpoint
 from crema_jax.data import leakage
 from crema_jax.data import storage
 from crema_jax import models
-from crema_jax import sharding
-
-
-def checkpoint_dir(path: str | pathlib.Path) -> pathlib.Path:
-  """The pretraining workdir's checkpoint folder (`path` may be either)."""
-  path = pathlib.Path(path)
-  return path if path.name == checkpoint.CHECKPOINT_DIR else path / checkpoint.CHECKPOINT_DIR
+from crema_jax.package import encoder as package
 
 
 @dataclasses.dataclass
@@ -33,8 +26,9 @@ class Restored:
     trained: the pretraining config as saved (for results.json).
     model, params: the model and its parameters (replicated).
     step: the checkpoint's step.
-    path: its checkpoint folder.
-    leakage: `leakage.pretraining_overlap`'s report on its pretraining data.
+    path: its package folder (the checkpoint step).
+    leakage: the `leakage.pretraining_overlap` report on its pretraining data.
+    package: the package it was read from (`origin()` for results and model cards).
   """
   config: ml_collections.ConfigDict
   trained: ml_collections.ConfigDict
@@ -43,52 +37,44 @@ class Restored:
   step: int
   path: pathlib.Path
   leakage: dict
+  package: package.Encoder
 
 
-def replicated_target(model: models.CREMA, config: ml_collections.ConfigDict,
-                      mesh) -> Any:
-  """The shapes of `model`'s parameters, replicated over `mesh`: what a checkpoint's
-  parameters are restored into."""
-  shapes = jax.eval_shape(lambda r: models.init_params(model, r, config.mask_ratio),
-                          jax.random.key(0))
-  return checkpoint.abstract(shapes,
-                             jax.tree.map(lambda _: sharding.replicated(mesh), shapes))
+def pretraining_leakage(found: package.Encoder, allow: bool) -> dict:
+  """The checkpoint's leakage report as recorded at pretraining (computed from its
+  data only for a checkpoint written before reports were recorded); LeakageError
+  unless `allow` when it shows test-fold ECGs or an unchecked source."""
+  data = found.config.data
+  report = found.leakage
+  if report is None:
+    report = leakage.pretraining_overlap(data, data.test_folds)
+  return leakage.refuse(report, f"{data.data_dir}/{data.name} (recorded in "
+                        f"{found.path})", allow)
 
 
 def restore_encoder(config: ml_collections.ConfigDict, mesh) -> Restored:
   """The checkpoint of `config.checkpoint` (the latest, or `checkpoint_step`): its
-  config, model and parameters (replicated over `mesh`; the optimizer state is not
-  read). The evaluation's data fields (data_dir, name, eval_leads) and pooling
-  override the pretraining config's.
+  config, model and parameters (replicated over `mesh`). The evaluation's data fields
+  (data_dir, name, eval_leads) and pooling override the pretraining config's.
 
   Raises leakage.LeakageError when the checkpoint's pretraining data holds test-fold
   ECGs or an unchecked source (unless `allow_test_overlap`)."""
-  mngr = checkpoint.manager(checkpoint_dir(config.checkpoint).parent, read_only=True)
-  step = config.checkpoint_step or mngr.latest_step()
-  if step is None or step not in mngr.all_steps():
-    raise FileNotFoundError(f"{mngr.directory}: no checkpoint at step "
-                            f"{config.checkpoint_step or 'latest'} "
-                            f"(have {sorted(mngr.all_steps())})")
-  pretrain = checkpoint.restore_config(mngr, step)
-  trained = pretrain.copy_and_resolve_references()
-  # Before the data fields are pointed at the probe's dataset: what it pretrained on.
-  report = leakage.check_pretraining_data(pretrain.data, pretrain.data.test_folds,
-                                          allow=config.allow_test_overlap)
+  found = package.load_checkpoint(config.checkpoint, mesh,
+                                  step=config.checkpoint_step or None, parts="all")
+  report = pretraining_leakage(found, config.allow_test_overlap)
+  trained = found.config
+  pretrain = trained.copy_and_resolve_references()
   pretrain.seed = config.seed
   for field in ("data_dir", "name", "eval_leads"):
     if config.data.get(field):
       pretrain.data[field] = config.data[field]
   if config.pool != "checkpoint":
     if config.pool == "cls" and not pretrain.model.use_cls:
-      raise ValueError(f"pool='cls': the checkpoint at {mngr.directory} has no CLS "
+      raise ValueError(f"pool='cls': the checkpoint at {found.path} has no CLS "
                        "token (model.use_cls=False); use pool='mean'")
     pretrain.model.pool = config.pool
-  model = models.build(pretrain)
-  params = checkpoint.restore_params(mngr, step,
-                                     replicated_target(model, pretrain, mesh))
-  mngr.close()
-  return Restored(pretrain, trained, model, params, step, pathlib.Path(mngr.directory),
-                  report)
+  return Restored(pretrain, trained, models.build(pretrain), found.params, found.step,
+                  found.path, report, found)
 
 
 def check_compatible(config: ml_collections.ConfigDict, trained: ml_collections.ConfigDict,

@@ -46,8 +46,9 @@ from crema_jax.evaluation import scores
 from crema_jax.evaluation import shifts
 from crema_jax.evaluation import splits
 from crema_jax.evaluation import tasks as tasks_lib
-from crema_jax.inference import classifier as classifier_lib
 from crema_jax import models
+from crema_jax.package import classifier as classifier_lib
+from crema_jax.package import encoder as package
 from crema_jax import sharding
 
 MODES = ("probe", "finetune")
@@ -69,7 +70,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     problems.append(f"mode={config.mode!r} is not one of {MODES}")
   if not config.checkpoint:
     problems.append("checkpoint is empty: set --config.checkpoint=PRETRAIN_WORKDIR")
-  elif not restore.checkpoint_dir(config.checkpoint).is_dir():
+  elif not package.is_checkpoint(config.checkpoint):
     problems.append(f"checkpoint={config.checkpoint!r}: no checkpoints/ folder there")
   unknown = [t for t in config.tasks if t not in tasks_lib.TASKS]
   if unknown or not config.tasks:
@@ -498,15 +499,16 @@ def write_classifiers(results: dict, result: dict, encoder: Encoder,
                       config: ml_collections.ConfigDict, workdir: pathlib.Path
                       ) -> pathlib.Path:
   """classifiers/TASK/ of the pretrained encoder's primary fit of every task (full
-  label fraction, first seed), each with its model card (`inference.classifier`)."""
+  label fraction, first seed): self-contained packages (`package.classifier`), each
+  with its model card."""
   root = workdir / "classifiers"
   key = f"fraction_{max(config.label_fractions):g}/seed_{config.seeds[0]}"
-  ref = {"path": str(restored.path), "step": restored.step}
+  origin = restored.package.origin()
   trained = restored.trained
   for name, fit in result["primary"].items():
     test = results["encoders"][encoder.name]["runs"][f"{key}/{name}"]
     if config.mode == "probe":
-      head, params = fit.head.raw_head(), None
+      head, params = fit.head.raw_head(), restored.params
     else:
       head = (fit.params["head"]["w"], fit.params["head"]["b"])
       params = fit.params["crema"]
@@ -514,7 +516,7 @@ def write_classifiers(results: dict, result: dict, encoder: Encoder,
     card = classifier_lib.card(
         task=name, definition=tasks[name].definition, classes=tasks[name].classes,
         thresholds=thresholds, encoder_config=encoder.config, mode=config.mode,
-        checkpoint_ref=ref,
+        checkpoint_ref=origin,
         pretraining={"data": {k: trained.data.get(k) for k in
                               ("source", "name", "data_dir", "pretrain_folds")},
                      "steps": restored.step, "loss": trained.loss.to_dict()},
@@ -523,9 +525,9 @@ def write_classifiers(results: dict, result: dict, encoder: Encoder,
         protocol=results["protocol"],
         training={k: v for k, v in fit.info.items() if k != "history"})
     classifier_lib.save(root / name, task=name, classes=tasks[name].classes,
-                        thresholds=thresholds, head=head,
-                        encoder_config=encoder.config, encoder_params=params,
-                        checkpoint_ref=ref, card=card)
+                        thresholds=thresholds, head=head, config=encoder.config,
+                        encoder_params=params, encoder=restored.package,
+                        fine_tuned=config.mode != "probe", card=card)
   return root
 
 

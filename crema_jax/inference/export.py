@@ -17,9 +17,7 @@ for `config.platforms` (CPU and CUDA by default). Loading, without this package:
 
 from __future__ import annotations
 
-import json
 import pathlib
-import shutil
 from typing import Any, Callable, Sequence
 
 import jax
@@ -28,9 +26,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from crema_jax import atomic
 from crema_jax.inference import embed
 from crema_jax.inference import model as model_lib
-from crema_jax.inference import preprocessing
+from crema_jax.inference import outputs
+from crema_jax.package import classifier as classifier_lib
+from crema_jax.package import preprocessing
 from crema_jax import sharding
 
 
@@ -51,40 +52,45 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   """Exports `config.checkpoint`'s encoder (and head, for a classifier folder)."""
   embed.check_config(config)
   workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
   mesh = sharding.make_mesh(1, jax.devices()[:1])
-  loaded = embed.load_encoder(config, mesh)
-  pre = preprocessing.Preprocessing.of(loaded.config)
-  files = {"encoder.jax": serialize(model_lib.encode_fn(loaded.model, pre.normalize),
-                                    loaded.params, pre, config.platforms)}
-  outputs = {"encoder.jax": {"features": f"[b, {loaded.model.emb_dim}] float32"}}
-  card = None
-  if loaded.classifier is not None:
-    found = loaded.classifier
+  found = (classifier_lib.load(config.checkpoint, mesh)
+           if classifier_lib.is_classifier(config.checkpoint) else None)
+  encoder = found.encoder if found is not None else embed.load_encoder(config, mesh)
+  origin = encoder.origin()
+  run_id = outputs.identity("export", config, origin)
+  outputs.check_workdir(workdir, run_id, config.overwrite)
+  pre = encoder.preprocessing
+  files = {"encoder.jax": serialize(model_lib.encode_fn(encoder.model, pre.normalize),
+                                    encoder.params, pre, config.platforms)}
+  described = {"encoder.jax": {"features": f"[b, {encoder.model.emb_dim}] float32"}}
+  if found is not None:
     files["classifier.jax"] = serialize(
         model_lib.classify_fn(found.model, pre.normalize), found.params, pre,
         config.platforms)
-    outputs["classifier.jax"] = {
+    described["classifier.jax"] = {
         "features": f"[b, {found.model.emb_dim}] float32",
         "probabilities": f"[b, {len(found.classes)}] float32 sigmoid, columns "
                          f"{list(found.classes)}",
         "thresholds": found.spec["thresholds"]}
-    card = found.path / "MODEL_CARD.md"
-  for name, blob in files.items():
-    (workdir / name).write_bytes(blob)
-  if card is not None:
-    shutil.copy(card, workdir / "MODEL_CARD.md")
-    shutil.copy(card.with_name("model_card.json"), workdir / "model_card.json")
+    # The package's own cards (regular files: packages hold no links).
+    files["MODEL_CARD.md"] = (found.path / "MODEL_CARD.md").read_bytes()
+    files["model_card.json"] = (found.path / "model_card.json").read_bytes()
   summary = {
+      "run": run_id,
       "files": {name: len(blob) for name, blob in files.items()},
-      "platforms": list(config.platforms), "encoder": loaded.origin,
+      "platforms": list(config.platforms), "encoder": origin,
       "inputs": {"x": f"[b, {len(pre.leads)}, {pre.seq_len}] float32 mV, leads "
                       f"{list(pre.leads)} at {pre.sampling_rate} Hz",
                  "valid": "[b] int32: samples of signal at the start of each x (the "
                           "rest zero padding)"},
-      "outputs": outputs, "preprocessing": pre.describe(),
+      "outputs": described, "preprocessing": pre.describe(),
       "load": "jax.export.deserialize(bytearray(open(path, 'rb').read()))"
               ".call(x, valid)"}
-  (workdir / "export.json").write_text(json.dumps(summary, indent=1))
-  print("\n".join(f"{workdir / n}: {len(b) / 1e6:.1f} MB" for n, b in files.items()))
+  staged = atomic.Outputs(workdir)
+  for name, blob in files.items():
+    atomic.write_bytes(staged.path(name), blob)
+  staged.commit("export.json", summary)
+  print("\n".join(f"{workdir / n}: {len(b) / 1e6:.1f} MB" for n, b in files.items()
+                  if n.endswith(".jax")))
   return summary
+

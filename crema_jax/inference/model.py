@@ -1,6 +1,6 @@
 """What a checkpoint computes on someone's ECGs, as pure functions of its parameters,
 and how a host batch runs on the mesh (`apply_sharded`); what they expect of a signal is
-`preprocessing.Preprocessing`.
+`package.preprocessing.Preprocessing`.
 
 The embed and predict jobs run exactly these functions, and `export` serialises
 exactly these: what a user runs from an export is what the tests ran.
@@ -17,7 +17,6 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from crema_jax.evaluation import features as features_lib
 from crema_jax.input import device
 from crema_jax import models
 from crema_jax import sharding
@@ -51,8 +50,8 @@ def apply_sharded(fn: Callable, params: Any, batch: dict, mesh, batch_size: int)
   the mesh size, and sharded over it); numpy outputs cut back to the batch."""
   n = len(batch["view"])
   data = sharding.global_batch(mesh, {
-      "view": features_lib.pad_to(batch["view"], batch_size),
-      "valid": features_lib.pad_to(batch["valid"], batch_size)})
+      "view": sharding.pad_to(batch["view"], batch_size),
+      "valid": sharding.pad_to(batch["valid"], batch_size)})
   out = fn(params, data["view"], data["valid"])
   return jax.tree.map(lambda a: np.asarray(jax.device_get(a))[:n], out)
 

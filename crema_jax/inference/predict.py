@@ -12,19 +12,20 @@ copy of the classifier's MODEL_CARD.md.
 
 from __future__ import annotations
 
-import csv
 import json
 import pathlib
-import shutil
 import time
 
 import jax
 import ml_collections
 import numpy as np
+import tqdm
 
-from crema_jax.inference import classifier as classifier_lib
+from crema_jax import atomic
 from crema_jax.inference import embed
 from crema_jax.inference import model as model_lib
+from crema_jax.inference import outputs
+from crema_jax.package import classifier as classifier_lib
 from crema_jax import sharding
 
 
@@ -47,30 +48,38 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   workdir = pathlib.Path(workdir)
   mesh = sharding.make_mesh(config.mesh.fsdp)
   found = classifier_lib.load(config.checkpoint, mesh)
+  origin = found.encoder.origin()
+  run_id = outputs.identity("predict", config, origin)
+  outputs.check_workdir(workdir, run_id, config.overwrite)
   pre = found.preprocessing
+  source, keys = embed.list_keys(config, pre)
   classify = jax.jit(model_lib.classify_fn(found.model, pre.normalize))
-  workdir.mkdir(parents=True, exist_ok=True)
   start = time.perf_counter()
-  generated, skipped, num_keys = embed.stream_outputs(classify, found.params, config,
-                                                      pre, mesh, "predict")
-  count = 0
-  with open(workdir / "predictions.csv", "w", newline="") as f:
-    writer = csv.writer(f)
-    writer.writerow(["key", "file", *(f"p_{c}" for c in found.classes),
-                     *found.classes])
-    for batch in generated:
-      writer.writerows(rows(batch, found.classes, found.thresholds))
-      count += len(batch["key"])
+  skipped, table = [], []
+  with tqdm.tqdm(total=len(keys), unit="file", desc="predict",
+                 disable=not config.progress_bar) as bar:
+    for batch in embed.stream_outputs(classify, found.params, config, pre, mesh,
+                                      source, keys, skipped, bar):
+      # Before a row is kept: `nan >= threshold` would be a silent negative.
+      outputs.check_finite("probabilities", batch["out"][1], origin)
+      table += rows(batch, found.classes, found.thresholds)
   seconds = time.perf_counter() - start
-  (workdir / "skipped.json").write_text(json.dumps(skipped, indent=1))
-  shutil.copy(found.path / "MODEL_CARD.md", workdir / "MODEL_CARD.md")
-  summary = {"input": str(config.input), "input_source": config.input_source,
-             "classifier": str(found.path), "task": found.spec["task"],
-             "classes": list(found.classes),
-             "thresholds": found.spec["thresholds"], "ecgs": count,
-             "keys": num_keys, "skipped": len(skipped), "seconds": round(seconds, 3),
-             "preprocessing": pre.describe()}
-  (workdir / "predict.json").write_text(json.dumps(summary, indent=1))
-  print(f"predicted {count} ECGs ({len(skipped)} skipped: see "
+  if not table:
+    raise embed.no_ecg_error(config.input, skipped)
+  summary = {"run": run_id, "input": str(config.input), "classifier": origin,
+             "task": found.spec["task"], "classes": list(found.classes),
+             "thresholds": found.spec["thresholds"], "ecgs": len(table),
+             "keys": len(keys), "skipped": len(skipped), "seconds": round(seconds, 3),
+             "settings": embed.settings(config, pre), "preprocessing": pre.describe()}
+  files = atomic.Outputs(workdir)
+  atomic.write_csv(files.path("predictions.csv"),
+                   ["key", "file", *(f"p_{c}" for c in found.classes), *found.classes],
+                   table)
+  atomic.write_json(files.path("skipped.json"), skipped)
+  # The package's own card (a regular file: packages hold no links).
+  atomic.write_bytes(files.path("MODEL_CARD.md"),
+                     (found.path / "MODEL_CARD.md").read_bytes())
+  files.commit("predict.json", summary)
+  print(f"predicted {len(table)} ECGs ({len(skipped)} skipped: see "
         f"{workdir / 'skipped.json'}) -> {workdir / 'predictions.csv'}")
   return summary

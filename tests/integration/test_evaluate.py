@@ -18,9 +18,11 @@ from crema_jax.evaluation import domains
 from crema_jax.evaluation import features as features_lib
 from crema_jax.evaluation import finetune
 from crema_jax.evaluation import restore
+from crema_jax.package import classifier
+from crema_jax.package import encoder as package
+from crema_jax.package import manifest
 from crema_jax.evaluation import run
 from crema_jax.evaluation import tasks as tasks_lib
-from crema_jax.inference import classifier
 from crema_jax.input import pipeline
 from crema_jax import models
 from crema_jax import sharding
@@ -217,7 +219,7 @@ def test_finetuning_starts_from_the_probe_and_moves_the_encoder(pretrained, tmp_
   # Its classifier folder holds the fine-tuned encoder: the same test features.
   folder = tmp_path / "classifiers" / "superdiagnostic"
   found = classifier.load(folder, sharding.make_mesh())
-  assert "fine_tuned" in found.spec["encoder"]
+  assert found.spec["encoder"]["fine_tuned"] is True
   prepared = storage.PreparedSource(config.data.data_dir, config.data.name)
   tuned = features_lib.extract_features(
       found.model, found.params["crema"], found.config, prepared,
@@ -257,11 +259,15 @@ def test_probe_refuses_a_checkpoint_pretrained_on_the_test_fold(pretrained, tmp_
   config, workdir = pretrained
   leaky = tmp_path / "leaky_run"
   shutil.copytree(workdir, leaky)
-  # The same run as if it had pretrained on every fold (10, the test fold, included).
-  saved = leaky / "checkpoints" / "2" / "config" / "metadata"
-  saved_config = json.loads(saved.read_text())
-  saved_config["data"]["pretrain_folds"] = []
-  saved.write_text(json.dumps(saved_config))
+  # The same run as if it had pretrained on every fold (10, the test fold, included):
+  # its package sealed with the report such a run records. The evaluation reads the
+  # report from the package, not from the data.
+  step = leaky / "checkpoints" / "2"
+  sealed = manifest.read(step)
+  data = config.data.copy_and_resolve_references()
+  data.pretrain_folds = ()
+  sealed["provenance"]["leakage"] = leakage.pretraining_overlap(data, data.test_folds)
+  manifest.write(step, package.KIND, step=2, provenance=sealed["provenance"])
   with pytest.raises(leakage.LeakageError, match="test-fold"):
     run.evaluate(_eval_config(config, leaky), tmp_path / "out")
   assert not (tmp_path / "out").exists()

@@ -2,6 +2,7 @@
 embed and predict over folders of files, and the portable export."""
 
 import csv
+import io
 import json
 import os
 import shutil
@@ -25,11 +26,11 @@ from crema_jax.evaluation import features as features_lib
 from crema_jax.evaluation import run
 from crema_jax.evaluation import scores
 from crema_jax.evaluation import tasks as tasks_lib
-from crema_jax.inference import classifier
 from crema_jax.inference import embed
 from crema_jax.inference import export
 from crema_jax.inference import model as model_lib
 from crema_jax.inference import predict
+from crema_jax.package import classifier
 from crema_jax import sharding
 
 DICOM = get_testdata_file("waveform_ecg.dcm")
@@ -94,7 +95,10 @@ def test_a_probe_writes_a_classifier_with_its_model_card(probed, pretrained):
   spec = json.loads((folder / "classifier.json").read_text())
   card = json.loads((folder / "model_card.json").read_text())
   classes = results["tasks"]["superdiagnostic"]["classes"]
-  assert spec["classes"] == classes and "checkpoint" in spec["encoder"]
+  # Self-contained: the probe's encoder is in the folder, not named by path.
+  assert spec["classes"] == classes and spec["encoder"]["fine_tuned"] is False
+  assert (folder / "encoder").is_dir() and spec["provenance"]["leakage"] == results[
+      "leakage"]
   assert [label["name"] for label in card["outputs"]["labels"]] == classes
   test = results["encoders"]["crema_step2"]["runs"]["fraction_1/seed_0/superdiagnostic"]
   # (The 8-ECG test fold of this tiny set may leave the AUROC undefined: NaN.)
@@ -224,7 +228,8 @@ def test_export_runs_without_the_package(probed, tmp_path):
   checkpoint = probed[0] / "classifiers" / "superdiagnostic"
   config = _inference_config(export_configs.get_config, checkpoint, None)
   summary = export.run(config, tmp_path / "export")
-  assert set(summary["files"]) == {"encoder.jax", "classifier.jax"}
+  assert set(summary["files"]) == {"encoder.jax", "classifier.jax", "MODEL_CARD.md",
+                                   "model_card.json"}
   assert summary["platforms"] == ["cpu", "cuda"]
   found = classifier.load(checkpoint, sharding.make_mesh())
   pre = found.preprocessing
@@ -263,3 +268,174 @@ def test_export_runs_without_the_package(probed, tmp_path):
   with np.load(tmp_path / "output.npz") as out:
     np.testing.assert_allclose(out["features"], feats, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(out["probabilities"], probs, rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------ packages
+def _copy_alone(folder, tmp_path):
+  """`folder` copied to another path, as a user's download would be."""
+  target = tmp_path / "downloaded" / folder.name
+  shutil.copytree(folder, target)
+  return target
+
+
+@pytest.fixture(name="no_training_data")
+def _no_training_data(monkeypatch):
+  """Any read of a prepared dataset fails: the package must carry what it needs."""
+  def refuse(self, *args, **kwargs):
+    raise AssertionError(f"the training data was read: {args}")
+  monkeypatch.setattr(storage.PreparedSource, "__init__", refuse)
+
+
+def test_a_package_copied_alone_embeds_and_predicts_as_the_original(
+    probed, pretrained, hospital, tmp_path, no_training_data):
+  """A classifier folder and a pretraining workdir, each copied alone elsewhere,
+  without their training data: the same features and predictions; a file whose name
+  is a spreadsheet formula is a plain text cell."""
+  original = probed[0] / "classifiers" / "superdiagnostic"
+  shutil.copy(hospital / "dicom" / "ecg.dcm", hospital / "=HYPERLINK(1).dcm")
+  copy = _copy_alone(original, tmp_path)
+  workdir = _copy_alone(pretrained[1], tmp_path)
+  out = {}
+  for name, checkpoint in (("original", original), ("copy", copy),
+                           ("checkpoint", workdir)):
+    config = _inference_config(embed_configs.get_config, checkpoint, hospital)
+    summary = embed.run(config, tmp_path / name)
+    assert summary["encoder"]["verified"] == "ok"
+    with np.load(tmp_path / name / "embeddings.npz") as saved:
+      out[name] = dict(saved)
+  np.testing.assert_array_equal(out["copy"]["features"], out["original"]["features"])
+  np.testing.assert_array_equal(out["copy"]["key"], out["original"]["key"])
+  # A probe's classifier holds its checkpoint's encoder unchanged.
+  np.testing.assert_allclose(out["checkpoint"]["features"],
+                             out["original"]["features"], rtol=1e-6)
+  tables = {}
+  for name, checkpoint in (("original", original), ("copy", copy)):
+    config = _inference_config(predict_configs.get_config, checkpoint, hospital)
+    predict.run(config, tmp_path / f"predict_{name}")
+    tables[name] = (tmp_path / f"predict_{name}" / "predictions.csv").read_text()
+  assert tables["copy"] == tables["original"]
+  assert "\n'=HYPERLINK(1).dcm," in tables["copy"]
+
+
+def test_a_damaged_package_is_named_and_refused(probed, pretrained, hospital,
+                                                tmp_path):
+  from configs import verify as verify_configs  # pylint: disable=g-import-not-at-top
+  from crema_jax.package import manifest  # pylint: disable=g-import-not-at-top
+  from crema_jax.package import verify  # pylint: disable=g-import-not-at-top
+  copy = _copy_alone(probed[0] / "classifiers" / "superdiagnostic", tmp_path)
+  config = verify_configs.get_config()
+  config.checkpoint = str(copy)
+  assert verify.run(config, tmp_path / "ok")["ok"]
+  # One flipped bit in the largest parameter file.
+  target = max((p for p in (copy / "encoder").rglob("*") if p.is_file()),
+               key=lambda p: p.stat().st_size)
+  data = bytearray(target.read_bytes())
+  data[len(data) // 2] ^= 1
+  target.write_bytes(bytes(data))
+  name = target.relative_to(copy).as_posix()
+  with pytest.raises(SystemExit, match=f"{name}: damaged"):
+    verify.run(config, tmp_path / "verify")
+  with pytest.raises(manifest.PackageError, match=f"{name}: damaged"):
+    embed.run(_inference_config(embed_configs.get_config, copy, hospital),
+              tmp_path / "embed")
+  assert not (tmp_path / "embed" / "embeddings.npz").exists()
+  # A pretraining checkpoint: each step is its own package.
+  workdir = _copy_alone(pretrained[1], tmp_path)
+  config.checkpoint = str(workdir)
+  assert [p["status"] for p in verify.run(config, tmp_path / "steps")["packages"]] == [
+      "ok"]
+  (workdir / "checkpoints" / "2" / "config" / "metadata").write_text("{")
+  with pytest.raises(SystemExit, match="config/metadata: damaged"):
+    verify.run(config, tmp_path / "steps")
+
+
+def test_non_finite_parameters_are_refused(probed, hospital, tmp_path):
+  from crema_jax.package import manifest  # pylint: disable=g-import-not-at-top
+  folder = probed[0] / "classifiers" / "superdiagnostic"
+  found = classifier.load(folder, sharding.make_mesh())
+  spec = found.spec
+  poisoned = jax.tree.map(lambda x: np.asarray(x) * np.nan, found.encoder.params)
+  copy = classifier.save(tmp_path / "nan", task=spec["task"], classes=found.classes,
+                         thresholds=found.thresholds, head=(found.head["w"],
+                                                            found.head["b"]),
+                         config=found.config, encoder_params=poisoned,
+                         encoder=found.encoder, fine_tuned=True,
+                         card=json.loads((folder / "model_card.json").read_text()))
+  with pytest.raises(manifest.PackageError, match="non-finite parameters"):
+    predict.run(_inference_config(predict_configs.get_config, copy, hospital),
+                tmp_path / "predict")
+  assert not (tmp_path / "predict" / "predictions.csv").exists()
+
+
+def test_a_workdir_of_another_run_is_refused(probed, hospital, tmp_path):
+  checkpoint = probed[0] / "classifiers" / "superdiagnostic"
+  config = _inference_config(embed_configs.get_config, checkpoint, hospital)
+  embed.run(config, tmp_path / "out")
+  before = (tmp_path / "out" / "embeddings.npz").read_bytes()
+  other = tmp_path / "other"
+  shutil.copytree(hospital / "muse", other)
+  config.input = str(other)
+  with pytest.raises(FileExistsError, match="input: .*ecgs.* there, .*other.* now"):
+    embed.run(config, tmp_path / "out")
+  assert (tmp_path / "out" / "embeddings.npz").read_bytes() == before
+  config.overwrite = True
+  assert embed.run(config, tmp_path / "out")["ecgs"] == 1
+
+
+def test_a_folder_with_no_readable_file_fails_naming_the_reasons(probed, hospital,
+                                                                 tmp_path):
+  checkpoint = probed[0] / "classifiers" / "superdiagnostic"
+  broken = tmp_path / "broken"
+  broken.mkdir()
+  shutil.copy(hospital / "aecg" / "broken.xml", broken / "a.xml")
+  config = _inference_config(embed_configs.get_config, checkpoint, broken)
+  with pytest.raises(ValueError, match=r"none of its 1 file\(s\) could be read"):
+    embed.run(config, tmp_path / "out")
+  assert not (tmp_path / "out" / "embeddings.npz").exists()
+
+
+def test_a_killed_embed_keeps_the_last_outputs_and_resumes_to_the_same(
+    probed, hospital, tmp_path):
+  """Killed (SIGKILL) once its first part is written: the previous outputs are
+  untouched; the same command again resumes and ends with what an uninterrupted run
+  wrote."""
+  import signal  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  checkpoint = probed[0] / "classifiers" / "superdiagnostic"
+  config = _inference_config(embed_configs.get_config, checkpoint, hospital,
+                             part_files=1, read_workers=1)
+  workdir = tmp_path / "out"
+  embed.run(config, workdir)
+  previous = {n: (workdir / n).read_bytes() for n in ("embeddings.npz", "embed.json",
+                                                      "skipped.json")}
+  command = [sys.executable, "-m", "crema_jax.main", "--config",
+             "configs/embed.py", "--workdir", str(workdir),
+             f"--config.checkpoint={checkpoint}", f"--config.input={hospital}",
+             "--config.part_files=1", "--config.read_workers=1",
+             "--config.batch_size=4", "--config.progress_bar=False"]
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  process = subprocess.Popen(command, cwd=repo, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+  first = workdir / embed.PARTS / "part_00000.npz"
+  deadline = time.time() + 300
+  try:
+    while time.time() < deadline and process.poll() is None and not first.exists():
+      time.sleep(0.05)
+    assert process.poll() is None, "the embed ended before it could be killed"
+  finally:
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+  done = sorted(p.name for p in (workdir / embed.PARTS).glob("part_*.npz"))
+  assert done and len(done) < 4  # Killed part-way.
+  for name, content in previous.items():
+    assert (workdir / name).read_bytes() == content, name
+  summary = embed.run(config, workdir)
+  assert summary["resumed_parts"] == len(done)  # Not embedded again.
+  assert not (workdir / embed.PARTS).exists()
+  with np.load(io.BytesIO(previous["embeddings.npz"])) as old, \
+      np.load(workdir / "embeddings.npz") as new:
+    assert old.files == new.files
+    for key in old.files:
+      np.testing.assert_array_equal(new[key], old[key], err_msg=key)
+  assert (workdir / "skipped.json").read_bytes() == previous["skipped.json"]
+  assert summary["ecgs"] == 3

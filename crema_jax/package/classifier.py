@@ -1,15 +1,19 @@
-"""A classifier folder: a task's encoder and linear head, its thresholds, and the model
-card that says what it is. Written by every evaluation run, read by `predict`.
+"""A classifier folder: a package holding a task's encoder, its linear head, its
+thresholds and the model card that says what it is. Written by every evaluation run,
+read by `predict`, `embed` and `export`; it needs nothing outside itself.
 
   classifiers/TASK/
-    classifier.json   classes (in output order), thresholds, the encoder's config
+    classifier.json   task, classes (in output order), thresholds, the encoder's config,
+                      where the encoder came from, the pretraining provenance
     head.npz          w [emb, classes], b [classes], on the encoder's raw features
-    encoder/          the fine-tuned encoder (fine-tuning); a probe's classifier names
-                      its pretraining checkpoint instead (the encoder is not copied)
+    encoder/          the encoder's parameters (Orbax): the pretraining checkpoint's
+                      for a probe, the fine-tuned ones for LP-FT
     model_card.json, MODEL_CARD.md
+    package.json      sha256 of every file (`manifest`)
 
 The head acts on unstandardised pooled features (a probe's `raw_head()`), so
 probability = sigmoid(encode(x) @ w + b) for probe and fine-tuned classifiers alike.
+A folder is written under a temporary name and renamed into place when complete.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import shutil
+import tempfile
+import zipfile
 from typing import Any
 
 import jax
@@ -24,19 +31,19 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from crema_jax import checkpoint
-from crema_jax.evaluation import restore
-from crema_jax.inference import preprocessing
+from crema_jax import atomic
 from crema_jax import models
 from crema_jax.models import sizing
 from crema_jax import sharding
+from crema_jax.package import encoder as encoder_lib
+from crema_jax.package import manifest
+from crema_jax.package import preprocessing
 
-FORMAT = 1
+KIND = "classifier"
+FORMAT = 2  # 1: a probe's folder named its checkpoint's path instead of holding it.
 SPEC_FILE = "classifier.json"
 HEAD_FILE = "head.npz"
 ENCODER_DIR = "encoder"
-# Parameters the encoder's features do not use (the decoder and contrastive projector).
-PRETRAINING_ONLY = ("decoder", "decoder_embed", "decoder_pred", "mask_token", "projector")
 INTENDED_USE = (
     "Research use: embedding ECGs and screening label predictions on data like the "
     "evaluation data. Not a medical device; not validated for clinical decisions. "
@@ -46,18 +53,30 @@ INTENDED_USE = (
 
 @dataclasses.dataclass
 class Classifier:
-  """A loaded classifier: `params` = {"crema": encoder, "head": {"w", "b"}}."""
+  """A loaded classifier: its encoder package, and the head on its features."""
   path: pathlib.Path
-  config: ml_collections.ConfigDict  # The encoder's config (model, data).
-  model: models.CREMA
-  params: Any
+  encoder: encoder_lib.Encoder
+  head: dict  # {"w": [emb, classes], "b": [classes]}, replicated.
   classes: tuple[str, ...]
   thresholds: np.ndarray
   spec: dict
 
   @property
+  def config(self) -> ml_collections.ConfigDict:
+    return self.encoder.config
+
+  @property
+  def model(self) -> models.CREMA:
+    return self.encoder.model
+
+  @property
+  def params(self) -> dict:
+    """{"crema": the encoder's parameters, "head": {"w", "b"}}: `model.classify_fn`'s."""
+    return {"crema": self.encoder.params, "head": self.head}
+
+  @property
   def preprocessing(self) -> preprocessing.Preprocessing:
-    return preprocessing.Preprocessing.of(self.config)
+    return self.encoder.preprocessing
 
 
 def probability(logit_thresholds: np.ndarray) -> np.ndarray:
@@ -77,64 +96,106 @@ def is_classifier(path: str | pathlib.Path) -> bool:
   return (pathlib.Path(path) / SPEC_FILE).is_file()
 
 
+def encoder_only(params: Any) -> Any:
+  """The parameters the encoder's features use (the decoder and projector left out)."""
+  return {k: v for k, v in params.items() if k not in encoder_lib.PRETRAINING_ONLY}
+
+
 def save(directory: pathlib.Path, *, task: str, classes, thresholds: np.ndarray,
-         head: tuple[np.ndarray, np.ndarray], encoder_config: ml_collections.ConfigDict,
-         encoder_params: Any | None, checkpoint_ref: dict, card: dict) -> pathlib.Path:
-  """Writes a classifier folder (see the module docstring); `encoder_params` None
-  means the encoder is the pretraining checkpoint `checkpoint_ref` ({"path",
-  "step"}) unchanged."""
+         head: tuple[np.ndarray, np.ndarray], config: ml_collections.ConfigDict,
+         encoder_params: Any, encoder: encoder_lib.Encoder, fine_tuned: bool,
+         card: dict) -> pathlib.Path:
+  """Writes a classifier folder (module docstring): the head on the features of
+  `config`'s model (the encoder's config, with the pooling the head was fitted on) with
+  `encoder_params` (the package `encoder`'s own for a probe, the fine-tuned ones for
+  LP-FT). The folder appears complete or not at all, replacing an earlier one."""
   directory = pathlib.Path(directory).absolute()
-  directory.mkdir(parents=True, exist_ok=True)
-  w, b = (np.asarray(a, np.float32) for a in head)
-  np.savez(directory / HEAD_FILE, w=w, b=b)
-  if encoder_params is not None:
+  directory.parent.mkdir(parents=True, exist_ok=True)
+  staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{directory.name}.",
+                                          suffix=atomic.PARTIAL, dir=directory.parent))
+  try:
+    w, b = (np.asarray(a, np.float32) for a in head)
+    atomic.savez(staging / HEAD_FILE, w=w, b=b)
     with ocp.StandardCheckpointer() as saver:
-      saver.save(directory / ENCODER_DIR, encoder_params, force=True)
-  spec = {"format": FORMAT, "task": task, "classes": list(classes),
-          "thresholds": _thresholds_json(thresholds),  # None: never predicted.
-          "encoder": ({"fine_tuned": ENCODER_DIR, "from": checkpoint_ref}
-                      if encoder_params is not None else
-                      {"checkpoint": checkpoint_ref}),
-          "config": encoder_config.to_dict()}
-  (directory / SPEC_FILE).write_text(json.dumps(spec, indent=1))
-  write_card(directory, card)
+      saver.save(staging / ENCODER_DIR, encoder_only(jax.device_get(encoder_params)))
+    spec = {"format": FORMAT, "task": task, "classes": list(classes),
+            "thresholds": _thresholds_json(thresholds),  # None: never predicted.
+            "encoder": {"dir": ENCODER_DIR, "fine_tuned": bool(fine_tuned),
+                        "from": encoder.origin()},
+            "provenance": encoder.provenance,
+            "config": config.to_dict()}
+    atomic.write_json(staging / SPEC_FILE, spec)
+    write_card(staging, card)
+    manifest.write(staging, KIND, task=task)
+    _replace_folder(staging, directory)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
   return directory
 
 
+def _replace_folder(new: pathlib.Path, directory: pathlib.Path) -> None:
+  """Renames `new` to `directory`, moving an existing one aside first (two renames:
+  a kill between them leaves the old folder under `.NAME.old`, not a mixture)."""
+  old = directory.with_name(f".{directory.name}.old")
+  shutil.rmtree(old, ignore_errors=True)
+  if directory.exists():
+    directory.rename(old)
+  new.rename(directory)
+  shutil.rmtree(old, ignore_errors=True)
+
+
 def load(directory: str | pathlib.Path, mesh) -> Classifier:
-  """A classifier folder's model and parameters (replicated over `mesh`)."""
+  """A classifier folder's encoder and head (replicated over `mesh`), after its files
+  are checked against its manifest; PackageError naming the folder and file when
+  something is missing or damaged."""
   directory = pathlib.Path(directory).absolute()
   if not is_classifier(directory):
     raise FileNotFoundError(f"{directory}: no {SPEC_FILE} (not a classifier folder: "
                             "evaluation runs write them under classifiers/TASK)")
-  spec = json.loads((directory / SPEC_FILE).read_text())
-  if spec.get("format") != FORMAT:
-    raise ValueError(f"{directory / SPEC_FILE}: format {spec.get('format')}, this "
-                     f"code reads {FORMAT}")
-  config = ml_collections.ConfigDict(spec["config"])
-  model = models.build(config)
-  target = restore.replicated_target(model, config, mesh)
-  if "fine_tuned" in spec["encoder"]:
+  verified = manifest.verify(directory)
+  spec = manifest.read_json(directory / SPEC_FILE)
+  if not isinstance(spec, dict) or spec.get("format") != FORMAT:
+    found = spec.get("format") if isinstance(spec, dict) else None
+    raise manifest.PackageError(
+        f"{directory / SPEC_FILE}: format {found}, this code reads {FORMAT}"
+        + (" (a format-1 probe folder named its checkpoint instead of holding its "
+           "encoder: run the evaluation again to write a self-contained one)"
+           if found == 1 else ""))
+  try:
+    config = ml_collections.ConfigDict(spec["config"])
+    model = models.build(config)
+  except Exception as e:  # pylint: disable=broad-except
+    raise manifest.PackageError(f"{directory / SPEC_FILE}: its config does not build "
+                                f"a model ({e})") from e
+  target = encoder_lib.replicated(encoder_lib.encoder_shapes(model, config), mesh)
+  try:
     with ocp.StandardCheckpointer() as reader:
-      crema = reader.restore(directory / spec["encoder"]["fine_tuned"], target)
-  else:
-    ref = spec["encoder"]["checkpoint"]
-    mngr = checkpoint.manager(pathlib.Path(ref["path"]).parent, read_only=True)
-    if ref["step"] not in mngr.all_steps():
-      raise FileNotFoundError(f"{directory}: its encoder is step {ref['step']} of "
-                              f"{ref['path']}, which holds {sorted(mngr.all_steps())}")
-    crema = checkpoint.restore_params(mngr, ref["step"], target)
-    mngr.close()
-  head = dict(np.load(directory / HEAD_FILE))
-  if head["w"].shape != (model.emb_dim, len(spec["classes"])):
-    raise ValueError(f"{directory / HEAD_FILE}: w is {head['w'].shape}, expected "
-                     f"{(model.emb_dim, len(spec['classes']))}")
-  params = {"crema": crema,
-            "head": jax.device_put(head, sharding.replicated(mesh))}
+      params = reader.restore(directory / spec["encoder"]["dir"], target)
+  except Exception as e:  # pylint: disable=broad-except
+    raise manifest.PackageError(f"{directory / ENCODER_DIR}: unreadable ({e})") from e
+  head = _read_head(directory / HEAD_FILE, model.emb_dim, len(spec["classes"]))
+  encoder_lib.check_finite({"encoder": params, "head": head}, directory)
+  source = spec["encoder"]["from"]
+  encoder = encoder_lib.Encoder(config, model, params, directory,
+                                int(source.get("step") or 0), spec.get("provenance"),
+                                verified)
   thresholds = np.array([np.inf if t is None else t for t in spec["thresholds"]],
                         np.float64)
-  return Classifier(directory, config, model, params, tuple(spec["classes"]),
-                    thresholds, spec)
+  return Classifier(directory, encoder,
+                    jax.device_put(head, sharding.replicated(mesh)),
+                    tuple(spec["classes"]), thresholds, spec)
+
+
+def _read_head(path: pathlib.Path, emb_dim: int, num_classes: int) -> dict:
+  try:
+    with np.load(path, allow_pickle=False) as saved:
+      head = {"w": saved["w"], "b": saved["b"]}
+  except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+    raise manifest.PackageError(f"{path}: unreadable ({e})") from e
+  if head["w"].shape != (emb_dim, num_classes) or head["b"].shape != (num_classes,):
+    raise manifest.PackageError(f"{path}: w {head['w'].shape}, b {head['b'].shape}; "
+                                f"expected {(emb_dim, num_classes)}, {(num_classes,)}")
+  return head
 
 
 # --------------------------------------------------------------------- model card
@@ -176,13 +237,13 @@ def _model_entry(config: ml_collections.ConfigDict) -> dict:
           "pool": fields.pool, "compute_dtype": config.compute_dtype,
           "parameters": sizing.param_count(shapes),
           "encoder_parameters": sizing.param_count(
-              {k: v for k, v in shapes.items() if k not in PRETRAINING_ONLY})}
+              encoder_only(shapes))}
 
 
 def write_card(directory: pathlib.Path, fields: dict) -> None:
   """model_card.json and its markdown rendering MODEL_CARD.md."""
-  (directory / "model_card.json").write_text(json.dumps(fields, indent=1))
-  (directory / "MODEL_CARD.md").write_text(card_markdown(fields))
+  atomic.write_json(directory / "model_card.json", fields)
+  atomic.write_text(directory / "MODEL_CARD.md", card_markdown(fields))
 
 
 def card_markdown(fields: dict) -> str:
