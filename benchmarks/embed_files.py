@@ -31,8 +31,9 @@ from configs import embed as embed_configs
 from crema_jax.data import prepare
 from crema_jax.inference import embed
 from crema_jax.inference import model as model_lib
-from crema_jax.inference import preprocessing
 from crema_jax import models
+from crema_jax.package import encoder as package
+from crema_jax.package import preprocessing
 from crema_jax import sharding
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests" /
@@ -56,13 +57,15 @@ def write_files(root: pathlib.Path, n: int) -> None:
       ecg_fixtures.write_hl7_aecg(root / f"a{i:05d}.xml", ecg, 500, LEADS, f"P{i}")
 
 
-def encoder(variant: str) -> embed.Loaded:
+def encoder(variant: str) -> package.Encoder:
+  """A randomly initialised `variant` encoder, as a package would hold it."""
   config = ml_collections.ConfigDict({
       "model": common.model_config(variant), "data": common.data_config(),
       "compute_dtype": "float32", "mask_ratio": 0.75})
   model = models.build(config)
   params = models.init_params(model, jax.random.key(0), config.mask_ratio)
-  return embed.Loaded(config, model, params, {"random_init": variant})
+  return package.Encoder(config, model, params, pathlib.Path(f"random_init_{variant}"),
+                         0, None, {"status": "unsealed", "checksum": None})
 
 
 def main():
