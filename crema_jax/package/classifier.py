@@ -153,6 +153,9 @@ def load(directory: str | pathlib.Path, mesh) -> Classifier:
     raise FileNotFoundError(f"{directory}: no {SPEC_FILE} (not a classifier folder: "
                             "evaluation runs write them under classifiers/TASK)")
   verified = manifest.verify(directory)
+  if verified["status"] != "ok":  # Every classifier folder is written sealed.
+    raise manifest.PackageError(f"{directory}: no {manifest.MANIFEST} (not written by "
+                                "this version, or its checksums were removed)")
   spec = manifest.read_json(directory / SPEC_FILE)
   if not isinstance(spec, dict) or spec.get("format") != FORMAT:
     found = spec.get("format") if isinstance(spec, dict) else None
