@@ -12,6 +12,7 @@ host; `jax.distributed` starts first (see crema_jax/distributed.py and --distrib
 """
 
 import importlib
+import sys
 
 from absl import app
 from absl import flags
@@ -19,6 +20,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from crema_jax import distributed
+from crema_jax import overrides
 
 # mode -> (module, function(config, workdir)). A job's module is imported only when it
 # runs: evaluation's plotting and metrics libraries cost seconds of start-up on every
@@ -69,4 +71,7 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config", "workdir"])
+  unknown = overrides.check(sys.argv[1:])
+  if unknown:  # Before absl applies them: it would end in a long traceback.
+    sys.exit(f"crema_jax.main: {unknown}")
   app.run(main)
