@@ -39,6 +39,7 @@ from crema_jax.data import storage
 from crema_jax.evaluation import domains as domains_lib
 from crema_jax.evaluation import features as features_lib
 from crema_jax.evaluation import finetune as finetune_lib
+from crema_jax.evaluation import fits as fits_lib
 from crema_jax.evaluation import probe
 from crema_jax.evaluation import report
 from crema_jax.evaluation import restore
@@ -248,7 +249,7 @@ def score(task: tasks_lib.Task, split: dict, logits: np.ndarray,
 # ------------------------------------------------------------------- per encoder
 def evaluate_encoder(encoder: Encoder, config: ml_collections.ConfigDict,
                      prepared: storage.PreparedSource, tasks: dict,
-                     positions: dict, mesh) -> dict:
+                     positions: dict, planned: list[fits_lib.Planned], mesh) -> dict:
   """Every fraction x seed x task of one encoder; the robustness shifts of the primary
   fits (full label fraction, first seed). Returns {"runs", "summary", "robustness",
   "primary": {task: Fit}, "frozen" (features by split)}."""
@@ -262,13 +263,12 @@ def evaluate_encoder(encoder: Encoder, config: ml_collections.ConfigDict,
   full, first = max(config.label_fractions), config.seeds[0]
   runs, primary, robustness = {}, {}, {s: {} for s in config.robustness}
   shifted_frozen = {}
-  combos = [(f, s, t) for f in config.label_fractions for s in config.seeds
-            for t in tasks]
-  bar = tqdm.tqdm(combos, desc=f"{config.mode} {encoder.name}", unit="fit",
+  bar = tqdm.tqdm(planned, desc=f"{config.mode} {encoder.name}", unit="fit",
                   disable=not config.progress_bar)
-  for fraction, seed, name in bar:
+  for planned_fit in bar:
+    fraction, seed, name = planned_fit.fraction, planned_fit.seed, planned_fit.task
     task = tasks[name]
-    train_rows = splits.fraction_by_patient(frozen["train"]["patient"], fraction, seed)
+    train_rows = planned_fit.rows
     if config.mode == "probe":
       fit = probe_fit(task, frozen, train_rows, config, seed)
     else:
@@ -278,8 +278,8 @@ def evaluate_encoder(encoder: Encoder, config: ml_collections.ConfigDict,
     key = f"fraction_{fraction:g}/seed_{seed}/{name}"
     runs[key] = score(task, frozen["test"], fit.test_scores, fit.thresholds, config,
                       config.bootstrap if seed == first else 0, seed)
-    runs[key].update(fit.info, train_ecgs=int(task.keep[frozen["train"]["position"][
-        train_rows]].sum()))
+    runs[key].update(fit.info, train_ecgs=planned_fit.ecgs,
+                     missing_classes=list(planned_fit.missing_classes))
     if not is_primary:
       continue
     primary[name] = fit
@@ -553,6 +553,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> 
                                            np.concatenate(list(positions.values())))
   shifts.check_names(config.robustness, data.sampling_rate)
   tasks = tasks_lib.build(config.tasks, prepared)
+  # Every fit's training set, checked before any feature is extracted.
+  planned = fits_lib.plan(tasks, config.label_fractions, config.seeds,
+                          positions["train"],
+                          frozen_patients(prepared, positions["train"]))
   domains = load_domains(config, pretrain, restored.trained, workdir)
 
   # Encoders: the pretrained one, and the baseline row.
@@ -564,8 +568,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> 
                            pretrain.mask_ratio), sharding.replicated(mesh))))
 
   # Probe or fine-tune each encoder, then the analyses of the primary fits.
-  evaluated = {e.name: evaluate_encoder(e, config, prepared, tasks, positions, mesh)
-               for e in encoders}
+  evaluated = {e.name: evaluate_encoder(e, config, prepared, tasks, positions, planned,
+                                        mesh) for e in encoders}
   for encoder in encoders:
     result = evaluated[encoder.name]
     result["subgroups"] = subgroup_scores({encoder.name: result}, tasks, prepared,

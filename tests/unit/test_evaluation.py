@@ -10,6 +10,7 @@ from crema_jax.evaluation import probe
 from crema_jax.evaluation import scores
 from crema_jax.evaluation import shifts
 from crema_jax.evaluation import splits
+from crema_jax.evaluation import tasks as tasks_lib
 from crema_jax.input import device
 from sklearn import metrics as skmetrics
 
@@ -304,3 +305,35 @@ def test_layer_wise_lr_decay_multipliers():
   assert m["crema"]["decoder"]["k"] == 0.0 and m["crema"]["projector"]["k"] == 0.0
 
 
+
+
+def test_fits_that_cannot_be_made_are_refused_before_any_compute():
+  """A one-class task whose drawn training set has no positive, and a label set with
+  no labelled ECG in the draw, are refused naming task, fraction and seed (and the
+  fraction that would do); a label set lacking only some classes is planned, and says
+  which."""
+  from crema_jax.evaluation import fits  # pylint: disable=g-import-not-at-top
+  n = 200
+  patients = np.arange(n) // 2
+  rare = np.zeros((n, 1), np.uint8)
+  rare[-2:] = 1  # One patient has the condition.
+  labelset = np.zeros((n, 2), np.uint8)
+  labelset[:, 0] = 1
+  labelset[-2:, 1] = 1
+  tasks = {
+      "RARE": tasks_lib.Task("RARE", ("RARE",), rare, np.ones(n, bool), ""),
+      "set": tasks_lib.Task("set", ("A", "B"), labelset, np.ones(n, bool), ""),
+  }
+  positions = np.arange(n)
+  with pytest.raises(ValueError) as refused:
+    fits.plan(tasks, (1.0, 0.1), (0, 1), positions, patients)
+  message = str(refused.value)
+  assert "task RARE, label fraction 0.1, seed 0: the training ECGs are all negative " \
+         "for RARE" in message and "smallest fraction that can be fitted" in message
+  assert "label fraction 1" not in message and "task set" not in message
+  planned = fits.plan({"set": tasks["set"]}, (1.0, 0.1), (0,), positions, patients)
+  assert [(p.fraction, p.missing_classes) for p in planned] == [(1.0, ()),
+                                                               (0.1, ("B",))]
+  empty = tasks_lib.Task("set", ("A", "B"), labelset, np.arange(n) >= 190, "")
+  with pytest.raises(ValueError, match="no training ECG has a label of the task"):
+    fits.plan({"set": empty}, (0.1,), (0,), positions, patients)
