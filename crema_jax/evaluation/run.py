@@ -551,6 +551,13 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> 
                 ("test", data.test_folds))}
   compatibility = restore.check_compatible(pretrain, restored.trained, prepared,
                                            np.concatenate(list(positions.values())))
+  # Which data this evaluation scores, said before the minutes it takes.
+  chosen = ("--config.data.data_dir" if config.data.get("data_dir") else
+            "the checkpoint's own pretraining data (no --config.data.data_dir given)")
+  print(f"{config.mode}: {restored.path} (step {restored.step}) on {prepared.path} "
+        f"[{data.name}]: "
+        + ", ".join(f"{len(p)} {split} ECGs" for split, p in positions.items())
+        + f"; data from {chosen}")
   shifts.check_names(config.robustness, data.sampling_rate)
   tasks = tasks_lib.build(config.tasks, prepared)
   # Every fit's training set, checked before any feature is extracted.
@@ -586,7 +593,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> 
       "config": config.to_dict(),
       "checkpoint": {"path": str(restored.path), "step": restored.step,
                      "training_config": restored.trained.to_dict()},
-      "dataset": {"path": str(prepared.path), **compatibility},
+      "dataset": {"path": str(prepared.path), "name": data.name, "chosen_by": chosen,
+                  **compatibility},
       "leakage": restored.leakage,
       "tasks": {name: tasks_lib.describe(task, positions) for name, task in
                 tasks.items()},
