@@ -82,7 +82,7 @@ def get_config(arg: str = "method") -> ml_collections.ConfigDict:
     config.pretrain.data = base.data
     config.pretrain.demo_patients = base.demo_patients
     # The demo's budget: reconstruction starts to beat the zero predictor only after
-    # ~150 steps (README, "what the reconstruction learns"), so GL and HL need 300.
+    # ~150 steps (benchmarks/results/reconstruction_demo.json), so GL and HL need 300.
     config.pretrain.update(batch_size=base.batch_size, total_steps=base.total_steps,
                            log_every=25, checkpoint_every=100)
     config.pretrain.optimizer.update(lr=base.optimizer.lr,
