@@ -175,13 +175,26 @@ def checked_record(source: Source, key: str, max_amplitude_mv: float = MAX_AMPLI
   return record, stored_signal(record.ecg, path, max_amplitude_mv, leads)
 
 
+def printable(text: str) -> str:
+  """`text` with the bytes of a file name that are not UTF-8 (os.fsdecode's surrogate
+  escapes) written as backslash escapes: b"caf\\xe9.xml" -> "caf\\\\xe9.xml". Such
+  names can be opened but not written to a UTF-8 file (JSON, CSV) or terminal."""
+  try:
+    data = text.encode("utf-8", "surrogateescape")
+  except UnicodeEncodeError:  # Another lone surrogate (from a JSON "\\ud800").
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+  return data.decode("utf-8", "backslashreplace")
+
+
 def skip_report(key: str, error: Exception) -> dict:
-  """{"key", "path", "reason"} of a record that could not be read. Readers of
-  third-party formats raise all sorts on corrupt files; one bad record must not stop a
-  million-record run, so any error is reported like a RecordError."""
+  """{"key", "path", "reason"} of a record that could not be read (`printable`).
+  Readers of third-party formats raise all sorts on corrupt files; one bad record must
+  not stop a million-record run, so any error is reported like a RecordError."""
   if isinstance(error, RecordError):
-    return {"key": key, "path": error.path, "reason": error.reason}
-  return {"key": key, "path": key, "reason": f"{type(error).__name__}: {error}"}
+    path, reason = error.path, error.reason
+  else:
+    path, reason = key, f"{type(error).__name__}: {error}"
+  return {"key": printable(key), "path": printable(path), "reason": printable(reason)}
 
 
 def check_leads(leads: Sequence[str]) -> tuple[str, ...]:

@@ -86,6 +86,7 @@ def settings(config: ml_collections.ConfigDict, pre: preprocessing.Preprocessing
           "input_leads": list(reading.input_leads(config, pre)),
           "lead_aliases": config.lead_aliases,
           "derive_limb_leads": bool(config.derive_limb_leads),
+          "read_memory_mb": int(config.read_memory_mb),
           "windows": {"long_seconds": float(config.long_seconds),
                       "stride_seconds": float(config.window_stride_seconds
                                               or pre.seconds)}}
@@ -101,7 +102,7 @@ def stream_outputs(fn, params, config: ml_collections.ConfigDict,
   # Two batches ahead: the workers read the next while the model runs on this one.
   items = reading.read_items(source, keys, pre, config.read_workers,
                              windowing=reading.Windowing.of(config),
-                             ahead=2 * batch_size)
+                             ahead=2 * batch_size, memory_mb=config.read_memory_mb)
   for batch in stream.batches(items, pre, batch_size, skipped,
                               reading.input_leads(config, pre)):
     batch["out"] = model_lib.apply_sharded(fn, params, batch, mesh, batch_size)

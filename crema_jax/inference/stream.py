@@ -4,13 +4,15 @@ places."""
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
-from crema_jax.inference import preprocessing
 from crema_jax.inference import reading
 from crema_jax.input import views
+
+if TYPE_CHECKING:
+  from crema_jax.package import preprocessing
 
 
 def batches(items: Iterator[reading.Item], pre: preprocessing.Preprocessing,

@@ -1,11 +1,14 @@
-"""What every folder reader shares: its checked constructor fields, the fixed format a
-dataset publishes its records in, and CSV tables that fail with the file's name."""
+"""What every folder reader shares: its checked constructor fields, the listing of a
+folder's files, the fixed format a dataset publishes its records in, and CSV tables
+that fail with the file's name."""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import os
 import pathlib
-from typing import Sequence
+from typing import Callable, Sequence
 
 import pandas as pd
 
@@ -40,6 +43,79 @@ class PublishedFormat:
           f"({self.samples / self.rate:g} s)")
 
 
+@dataclasses.dataclass
+class Listing:
+  """What `list_files` found under a folder.
+
+  Attributes:
+    files: the regular files (or links to them), paths relative to the root (POSIX),
+      sorted as pathlib sorts paths (part by part).
+    folders_not_entered: {relative path: reason} of the sub-folders not listed: a
+      link to a folder listed already (a loop, or a second path to the same files),
+      or one that cannot be read.
+    not_files: {relative path: reason} of the other entries that are not folders:
+      links to nothing, FIFOs, sockets, devices.
+  """
+
+  files: list[str]
+  folders_not_entered: dict[str, str]
+  not_files: dict[str, str]
+
+
+def list_files(root: str | pathlib.Path) -> Listing:
+  """Every file under `root`, following links to folders (an export's sub-folders are
+  often links), each real folder entered once: the folders reached without a link
+  first, then the linked ones, so that a link to a folder of the tree, or to one of
+  its parents (a loop), is reported, not entered, and its files are listed once,
+  under their own path."""
+  files, not_entered, not_files = [], {}, {}
+  seen = set()  # (device, inode) of the folders entered.
+  walk = [(pathlib.Path(root), "")]  # Folders reached without a link (a stack).
+  links = collections.deque()  # Linked folders, entered after those.
+  while walk or links:
+    folder, relative = walk.pop() if walk else links.popleft()
+    try:
+      status = os.stat(folder)
+      identity = (status.st_dev, status.st_ino)
+      if identity in seen:
+        not_entered[relative] = (f"the folder {os.path.realpath(folder)} is listed "
+                                 "already (a link making a loop, or a second path to "
+                                 "the same files): not entered again")
+        continue
+      seen.add(identity)
+      with os.scandir(folder) as scan:
+        entries = sorted(scan, key=lambda entry: entry.name)
+    except OSError as e:
+      not_entered[relative or "."] = f"the folder does not read: {e.strerror or e}"
+      continue
+    for entry in entries:
+      path = f"{relative}{entry.name}"
+      kind = _entry_kind(entry)
+      if kind == "folder":
+        (links if entry.is_symlink() else walk).append(
+            (pathlib.Path(entry.path), f"{path}/"))
+      elif kind == "file":
+        files.append(path)
+      else:
+        not_files[path] = kind
+  return Listing(sorted(files, key=lambda path: path.split("/")),
+                 {k.rstrip("/"): v for k, v in not_entered.items()}, not_files)
+
+
+def _entry_kind(entry: os.DirEntry) -> str:
+  """"folder", "file" (links followed), or why the entry is neither."""
+  try:
+    if entry.is_dir():
+      return "folder"
+    if entry.is_file():
+      return "file"
+    if entry.is_symlink() and not os.path.exists(entry.path):
+      return "a link to nothing (its target is missing)"
+  except OSError as e:
+    return f"does not read: {e.strerror or e}"
+  return "not a regular file (a FIFO, socket or device): not read"
+
+
 class FolderReader:
   """The fields every reader of a downloaded folder holds, checked once.
 
@@ -53,6 +129,8 @@ class FolderReader:
       ValueError otherwise); None for the 12-lead-only formats.
     published: the fixed rate and length of the records read, for datasets that
       publish one (`check_published`); None where rates and lengths vary.
+    unlisted: {key: reason} of what `list_folder` could not list (keys of their
+      own, so that they are reported skipped: `refuse_unlisted`).
   """
 
   def __init__(self, root: str | pathlib.Path, *, name: str, sampling_rate: int,
@@ -70,6 +148,23 @@ class FolderReader:
     if leads is not None:
       self.leads = records.check_leads(leads)
     self.published = published
+    self.unlisted: dict[str, str] = {}
+
+  def list_folder(self, wanted_name: Callable[[str], bool]) -> list[str]:
+    """The files under `root` (`list_files`: links to folders followed), relative
+    paths, sorted. Sets `unlisted`: the sub-folders that were not entered, and the
+    entries that are not files whose name `wanted_name` keeps (a link to nothing
+    named like a record): the reader lists them as keys, so that they are reported
+    skipped, with the reason, never left out silently."""
+    listing = list_files(self.root)
+    self.unlisted = {**{k: v for k, v in listing.not_files.items() if wanted_name(k)},
+                     **listing.folders_not_entered}
+    return listing.files
+
+  def refuse_unlisted(self, key: str) -> None:
+    """RecordError with the reason when `key` is one of `unlisted`."""
+    if key in self.unlisted:
+      raise records.RecordError(str(self.root / key), self.unlisted[key])
 
   def check_published(self, path: str, rate: float, samples: int) -> None:
     """RecordError naming `path` when a record's header `rate` (Hz) or `samples`

@@ -77,7 +77,8 @@ class CinC(wfdb_folder.WFDBFolder):
   """A PhysioNet/CinC 2020-2021 folder (any of its sets, or all) as a `records.Source`.
 
   Args:
-    root: the folder; `.hea` files are found recursively.
+    root: the folder; `.hea` files are found recursively (links to folders
+      followed, each folder once: `base.list_files`).
     sampling_rate: the target rate.
     name: the dataset name written into records.
     leads: the leads to read (default the standard 12, in order).
@@ -93,6 +94,7 @@ class CinC(wfdb_folder.WFDBFolder):
                      min_seconds=min_seconds, leads=leads)
 
   def read(self, key: str, span: tuple[float, float] | None = None) -> records.Record:
+    self.refuse_unlisted(key)
     path = self.root / key
     wave = wfdb_io.read_record(path, self.sampling_rate, self.leads, span=span)
     ecg = records.check_signal(wave.ecg, str(path.with_name(path.name + ".hea")),

@@ -96,8 +96,13 @@ def _age(text) -> float:
   return float(match.group(1)) / per_year
 
 
+def _is_dicom(path: str) -> bool:
+  return path.lower().endswith(".dcm")
+
+
 class DicomECG(base.FolderReader):
-  """A folder of DICOM ECG files (`*.dcm`, searched recursively) as a `records.Source`.
+  """A folder of DICOM ECG files (`*.dcm`, searched recursively, links to folders
+  followed, each folder once: `base.list_files`) as a `records.Source`.
 
   Args:
     root: the folder.
@@ -112,8 +117,8 @@ class DicomECG(base.FolderReader):
                min_seconds: float = 5.0):
     super().__init__(root, name=name, sampling_rate=sampling_rate,
                      min_seconds=min_seconds, leads=leads)
-    self._keys = sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob("*")
-                        if p.is_file() and p.suffix.lower() == ".dcm")
+    self._keys = sorted([path for path in self.list_folder(_is_dicom)
+                         if _is_dicom(path)] + list(self.unlisted))
     if not self._keys:
       raise records.SourceError(f"{self.root}: no DICOM files (.dcm)")
 
@@ -154,6 +159,7 @@ class DicomECG(base.FolderReader):
     return best[1], best[2]
 
   def read(self, key: str) -> records.Record:
+    self.refuse_unlisted(key)
     path = str(self.root / key)
     try:
       ds = pydicom.dcmread(path)

@@ -6,7 +6,18 @@ WFDB, MFER, ... The keys are every file under the root that it recognises, and e
 file with an ECG format's extension (`ECG_EXTENSIONS`: .xml, .dcm, .edf, .hea, ...)
 that it does not (an empty or damaged export: its read is a RecordError, so prepare
 reports it skipped); sorted relative paths, a WFDB record once, by its `.hea`. Other
-files (.txt, .csv, ...) are not records and are left out silently.
+files (.txt, .csv, ...) are not records and are left out silently. Sub-folders that
+are links are followed, each folder once: a link back into the tree (a loop) is listed
+as a key whose read says so (`base.list_files`).
+
+A WFDB header's claims are checked against its files' sizes before ecgdatakit reads
+it (`wfdb_io.check_claimed_sizes`): ecgdatakit allocates the samples a header claims
+first, so a header of a few hundred bytes claiming millions of samples of null
+signals, or in a signal file that is missing or too short, would take gigabytes
+before failing. The other formats it reads allocate in proportion to what their files
+hold (Sierra XML's LZW-compressed waveforms can expand some hundred times: the
+inference reading workers' memory cap bounds those); EDF and DICOM sizes are checked
+against their headers below.
 
 A file is parsed with `auto_scale=False` and scaled here, lead by lead, from what the
 file states: counts * resolution + offset in the lead's unit (nV, uV, mV or V), to mV.
@@ -46,6 +57,7 @@ import pydicom
 from crema_jax.data.readers import base
 from crema_jax.data.readers import dicom
 from crema_jax.data.readers import wfdb_folder
+from crema_jax.data.readers import wfdb_io
 from crema_jax.data import records
 from crema_jax.data import signal
 
@@ -111,16 +123,21 @@ class Recording:
 
 def _parse(path: pathlib.Path):
   """The ecgdatakit.ECGRecord of `path`, samples as stored (not scaled), or
-  RecordError (also when ecgdatakit warns that it dropped samples)."""
+  RecordError (also when ecgdatakit warns that it dropped samples). A WFDB header's
+  claims are checked against its files' sizes first (`wfdb_io.check_claimed_sizes`):
+  ecgdatakit allocates the samples a header claims before it reads any."""
   try:
     empty = path.stat().st_size == 0
-    unknown = not empty and ecgdatakit.FileParser.detect_format(path) is None
+    found = None if empty else ecgdatakit.FileParser.detect_format(path)
   except Exception:  # pylint: disable=broad-except
-    empty = unknown = False  # Unreadable: parsing says why.
+    empty, found = False, {"parser": "unknown"}  # Unreadable: parsing says why.
   if empty:
     raise records.RecordError(str(path), "empty file (0 bytes)")
-  if unknown:
+  if found is None:
     raise records.RecordError(str(path), "not a format ecgdatakit recognises")
+  if found["parser"] == "WFDBParser":  # The header ecgdatakit reads:
+    wfdb_io.check_claimed_sizes(path if path.suffix.lower() == ".hea"
+                                else path.with_suffix(".hea"))
   try:
     with warnings.catch_warnings(record=True) as caught:
       warnings.simplefilter("always")
@@ -368,11 +385,16 @@ def _invalid_samples(parsed, index: int, samples: np.ndarray) -> np.ndarray:
   return np.where(samples == invalid, np.nan, samples)
 
 
+def _has_ecg_extension(path: str) -> bool:
+  return pathlib.PurePosixPath(path).suffix.lower() in ECG_EXTENSIONS
+
+
 class ECGFiles(base.FolderReader):
   """A folder of ECG files in any format ecgdatakit reads, as a `records.Source`.
 
   Args:
-    root: the folder, searched recursively.
+    root: the folder, searched recursively (links to folders followed, each folder
+      once: `base.list_files`).
     sampling_rate: the target rate; files at other rates are resampled.
     name: the dataset name written into records.
     leads: the leads to read (standard names; default the standard 12).
@@ -406,27 +428,30 @@ class ECGFiles(base.FolderReader):
     """Relative paths of the files ecgdatakit recognises; a WFDB record by its .hea
     only. A file it does not recognise that has an ECG format's extension (empty,
     damaged), or whose sniffing fails (unreadable), is listed, so that its read
-    reports why."""
+    reports why; so are the sub-folders not entered and the entries with an ECG
+    format's extension that are not files (`base.FolderReader.list_folder`)."""
     keys = []
-    for path in sorted(p for p in self.root.rglob("*") if p.is_file()):
+    for key in self.list_folder(_has_ecg_extension):
+      path = self.root / key
       try:
         found = ecgdatakit.FileParser.detect_format(path)
       except Exception:  # pylint: disable=broad-except
         found = {"parser": "unknown"}
       if found is None:
-        if path.suffix.lower() not in ECG_EXTENSIONS:
+        if not _has_ecg_extension(key):
           continue
         found = {"parser": "unknown"}
       if found["parser"] == "WFDBParser" and path.suffix.lower() != ".hea":
         continue  # A signal file: its record is listed by its header.
-      keys.append(path.relative_to(self.root).as_posix())
-    return keys
+      keys.append(key)
+    return sorted(keys + list(self.unlisted), key=lambda key: key.split("/"))
 
   def keys(self) -> list[str]:
     return list(self._keys)
 
   def recording(self, key: str) -> Recording:
     """The file `key` in mV at its own rate (the last one asked for is kept)."""
+    self.refuse_unlisted(key)
     if self._last is None or self._last[0] != key:
       self._last = None  # Frees the previous one before parsing the next.
       self._last = (key, self._read_file(key))

@@ -22,9 +22,10 @@ _COMMENT = re.compile(r"^\s*([A-Za-z_ ]+?)\s*:\s*(.*?)\s*$")
 
 
 def stable_id(text: str) -> int:
-  """A 63-bit id of `text` that is the same in every process and run."""
-  return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(),
-                        "big") >> 1
+  """A 63-bit id of `text` that is the same in every process and run; of a file name
+  that is not UTF-8, of its `records.printable` form."""
+  data = records.printable(text).encode()
+  return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big") >> 1
 
 
 def patient_id_from_text(text, source: str, key: str,
@@ -76,11 +77,16 @@ def sex_from_text(text: str | None) -> int:
   return records.SEX_UNKNOWN
 
 
+def _is_header(path: str) -> bool:
+  return path.endswith(".hea")
+
+
 class WFDBFolder(base.FolderReader):
   """A folder of WFDB records as a `records.Source`.
 
   Args:
-    root: the folder; `.hea` files are found recursively.
+    root: the folder; `.hea` files are found recursively (links to folders
+      followed, each folder once: `base.list_files`).
     sampling_rate: the target rate; records at other rates are resampled.
     name: the dataset name written into records (e.g. "mimic_iv_ecg").
     patient_csv: optional CSV mapping records to patients (e.g. MIMIC-IV-ECG's
@@ -106,8 +112,9 @@ class WFDBFolder(base.FolderReader):
     super().__init__(root, name=name, sampling_rate=sampling_rate,
                      min_seconds=min_seconds, leads=leads)
     self.lead_aliases = dict(lead_aliases or {})
-    self._keys = sorted(p.relative_to(self.root).with_suffix("").as_posix()
-                        for p in self.root.rglob("*.hea"))
+    headers = [path for path in self.list_folder(_is_header) if _is_header(path)]
+    self._keys = sorted([path[:-len(".hea")] for path in headers] +
+                        list(self.unlisted))
     if not self._keys:
       raise records.SourceError(f"{self.root}: no WFDB records (.hea files)")
     self._patients = (self._read_patient_csv(patient_csv, record_column, patient_column)
@@ -162,6 +169,7 @@ class WFDBFolder(base.FolderReader):
 
   def duration(self, key: str) -> float:
     """Seconds of the record, from its header (or its signal file's size) alone."""
+    self.refuse_unlisted(key)
     return wfdb_io.read_header(self.root / key).duration
 
   def read_span(self, key: str, start: float, stop: float) -> records.Record:
@@ -169,6 +177,7 @@ class WFDBFolder(base.FolderReader):
     return self.read(key, span=(start, stop))
 
   def read(self, key: str, span: tuple[float, float] | None = None) -> records.Record:
+    self.refuse_unlisted(key)
     path = self.root / key
     wave = wfdb_io.read_record(path, self.sampling_rate, self.leads, self.lead_aliases,
                                span=span)

@@ -16,6 +16,10 @@ no sampling rate, a gain of 0 (uncalibrated) or a unit other than V, mV or uV on
 that is read, lead names that do not give the leads asked for (or give one twice), a
 missing or truncated signal file. A header without a sample count takes it from the
 signal file's size (never by reading the file).
+
+`check_claimed_sizes` checks a header's sample counts against its files' sizes alone,
+for a parser that allocates what a header claims before reading (ecg_files'
+ecgdatakit).
 """
 
 from __future__ import annotations
@@ -205,16 +209,9 @@ def _decode(data: bytes) -> str:
     return data.decode("latin-1")  # Old headers write micro as byte 0xb5.
 
 
-def read_header(path: str | pathlib.Path) -> Header:
-  """The parsed header of WFDB record `path` (without extension).
-
-  Raises:
-    RecordError: naming the `.hea` file when it is missing or a field does not parse
-      (see the module docstring), or naming the signal file when the sample count
-      must come from it and it is missing or of a format whose size does not give it.
-  """
-  path = pathlib.Path(path)
-  header_file = path.with_name(path.name + ".hea")
+def _header_lines(header_file: pathlib.Path) -> tuple[list[str], list[str]]:
+  """(the record and signal (or segment) lines, the comments without their `#`) of a
+  `.hea` file, stripped, blank lines left out; RecordError when it does not read."""
   try:
     text = _decode(header_file.read_bytes())
   except FileNotFoundError:
@@ -228,6 +225,20 @@ def read_header(path: str | pathlib.Path) -> Header:
       comments.append(line.strip(" \t#"))
     elif line:
       lines.append(line)
+  return lines, comments
+
+
+def read_header(path: str | pathlib.Path) -> Header:
+  """The parsed header of WFDB record `path` (without extension).
+
+  Raises:
+    RecordError: naming the `.hea` file when it is missing or a field does not parse
+      (see the module docstring), or naming the signal file when the sample count
+      must come from it and it is missing or of a format whose size does not give it.
+  """
+  path = pathlib.Path(path)
+  header_file = path.with_name(path.name + ".hea")
+  lines, comments = _header_lines(header_file)
   if not lines:
     raise _header_error(header_file, "no record line")
   n_sig, fs, sig_len = _parse_record_line(lines[0], header_file)
@@ -239,6 +250,107 @@ def read_header(path: str | pathlib.Path) -> Header:
     sig_len = _length_from_file_size(signals, path.parent, header_file)
   return Header(file=header_file, fs=fs, sig_len=sig_len, signals=signals,
                 comments=tuple(comments))
+
+
+def check_claimed_sizes(header_file: str | pathlib.Path) -> None:
+  """RecordError unless the files of the WFDB record `header_file` (its `.hea`) hold
+  the samples its header claims: checked before a parser that allocates the claimed
+  samples first reads it (ecgdatakit: a header of a few hundred bytes claiming
+  20,000,000 samples of 12 null signals would take gigabytes).
+
+  A claim is backed when each signal file the header names is there and holds its
+  byte offset + the claimed samples x the bytes of a frame of its format, and the
+  null signals (format 0: stored in no file, read as NaN) and null segments ("~")
+  claim no more samples than the stored ones. A multi-segment record's segments are
+  each checked so, at the length the master header gives them. The numbers are read
+  as leniently as the WFDB parsers read them; a field that does not parse is left to
+  the parser to refuse. Compressed (FLAC) signal files are not bounded by their size
+  (the parsers read them chunk by chunk, or not at all).
+  """
+  header_file = pathlib.Path(header_file)
+  lines, _ = _header_lines(header_file)
+  if lines and "/" in lines[0].split()[0]:
+    _check_segment_claims(header_file, lines)
+  elif lines:
+    _check_signal_claims(header_file, lines, _number(lines[0].split(), 3))
+
+
+def _number(fields: Sequence[str], index: int) -> int | None:
+  """`int(fields[index])` (as the WFDB parsers read it), None when absent or not a
+  number."""
+  try:
+    return int(fields[index])
+  except (IndexError, ValueError):
+    return None
+
+
+def _check_signal_claims(header_file: pathlib.Path, lines: Sequence[str],
+                         samples: int | None) -> None:
+  """check_claimed_sizes of a one-segment record of `samples` per signal (None or 0:
+  no claim, the file sizes give the count), its header's `lines`."""
+  count = _number(lines[0].split(), 1)
+  if not samples or samples < 0 or count is None:
+    return
+  files, null = {}, 0
+  for line in lines[1:1 + max(count, 0)]:
+    fields = line.split()
+    match = _FORMAT.fullmatch(fields[1]) if len(fields) > 1 else None
+    if match is None:
+      return  # The parser refuses the line before reading any signal.
+    fmt, per_frame = match.group(1), int(match.group(2) or 1)
+    if fmt == "0":
+      null += per_frame
+    elif fmt in _BYTES_PER_SAMPLE:
+      files.setdefault(fields[0], []).append(
+          (_BYTES_PER_SAMPLE[fmt], per_frame, int(match.group(4) or 0)))
+  stored = 0
+  for name, specs in files.items():
+    file = header_file.parent / name
+    if name == "~" or not file.is_file():
+      raise records.RecordError(str(header_file), f"signal file {file} is missing: "
+                                f"the header claims {samples} samples in it")
+    if any(size is None for size, _, _ in specs):
+      continue  # Compressed.
+    frame = sum(size * per_frame for size, per_frame, _ in specs)
+    needed = specs[0][2] + math.ceil(samples * frame)
+    size = file.stat().st_size
+    if size < needed:
+      raise records.RecordError(str(file), f"holds {size} bytes; {header_file.name} "
+                                f"claims {samples} samples of {len(specs)} signal(s) "
+                                f"in it: {needed} bytes")
+    stored += sum(per_frame for _, per_frame, _ in specs)
+  if null > stored:
+    raise records.RecordError(str(header_file), f"the header claims {samples} "
+                              f"samples for each of {null} null signal(s) (format 0: "
+                              f"stored in no file), more than the {stored} signal(s) "
+                              "its files hold")
+
+
+def _check_segment_claims(header_file: pathlib.Path, lines: Sequence[str]) -> None:
+  """check_claimed_sizes of a multi-segment record: each segment's files at the length
+  the master header gives it; null segments ("~") no longer than the stored ones."""
+  segments = _number(lines[0].split()[0].split("/", 1), 1)
+  stored = null = 0
+  for line in lines[1:1 + max(segments or 0, 0)]:
+    fields = line.split()
+    length = _number(fields, 1)
+    if length is None or length < 0:
+      return  # The parser refuses the line.
+    if fields[0] == "~":
+      null += length
+      continue
+    segment = header_file.parent / f"{fields[0]}.hea"
+    if not segment.is_file():
+      raise records.RecordError(str(header_file), f"segment header {segment} is "
+                                "missing")
+    segment_lines, _ = _header_lines(segment)
+    if length and segment_lines and "/" not in segment_lines[0].split()[0]:
+      _check_signal_claims(segment, segment_lines, length)
+    stored += length
+  if null > stored:
+    raise records.RecordError(str(header_file), f"its null segments (~: stored in no "
+                              f"file) claim {null} samples, more than the {stored} of "
+                              "its stored segments")
 
 
 def _is_matlab5(file: pathlib.Path) -> bool:
