@@ -77,6 +77,8 @@ def reconstructions(x: np.ndarray, masked_time: np.ndarray, recon: np.ndarray,
       ax.set_title(title, fontsize=8)
       ax.tick_params(labelsize=7)
   axes[0, 0].legend(fontsize=7, loc="upper right")
+  for ax in axes[:, 0]:
+    ax.set_ylabel("standardised\n(per lead, z)", fontsize=7)
   axes[-1, 0].set_xlabel("seconds")
   return _save(fig, path)
 
@@ -90,8 +92,9 @@ def pca(features: np.ndarray, n: int = 2) -> np.ndarray:
 
 def embedding_map(features: np.ndarray, labels: np.ndarray,
                   path: str | pathlib.Path, title: str = "") -> pathlib.Path:
-  """A 2-D PCA of [n, emb] features, coloured by superclass (an ECG with several
-  classes takes its first non-NORM one)."""
+  """A 2-D PCA of [n, emb] features, coloured by superclass: every class present gets
+  a colour and its count in the legend; an ECG with several classes takes its first
+  non-NORM one (MI, STTC, CD, HYP order), as the legend's title says."""
   xy = pca(features)
   fig, ax = plt.subplots(figsize=(5, 4.5))
   order = (1, 2, 3, 4, 0)  # Pathologies before NORM.
@@ -101,12 +104,14 @@ def embedding_map(features: np.ndarray, labels: np.ndarray,
   for k, name in enumerate(records.SUPERCLASSES):
     sel = first == k
     if sel.any():
-      ax.scatter(xy[sel, 0], xy[sel, 1], s=8, alpha=0.7, label=name)
+      ax.scatter(xy[sel, 0], xy[sel, 1], s=8, alpha=0.7,
+                 label=f"{name} ({int(sel.sum())})")
   if (first < 0).any():
     ax.scatter(xy[first < 0, 0], xy[first < 0, 1], s=8, alpha=0.5, color="grey",
-               label="none")
+               label=f"no label ({int((first < 0).sum())})")
   ax.set(xlabel="PC 1", ylabel="PC 2", title=title)
-  ax.legend(fontsize=7, markerscale=2)
+  ax.legend(fontsize=7, markerscale=2, title_fontsize=7,
+            title="several classes: the first of MI, STTC, CD, HYP")
   return _save(fig, path)
 
 
@@ -144,7 +149,7 @@ def loss_curves(rows: Sequence[Mapping[str, float]],
 
 
 def paired_differences(comparisons: Mapping[str, Mapping[str, Mapping]],
-                       path: str | pathlib.Path) -> pathlib.Path:
+                       path: str | pathlib.Path, level: float = 95.0) -> pathlib.Path:
   """A forest plot: per task, the macro AUROC difference between two encoders with its
   paired 95% bootstrap interval, one panel per pair.
 
@@ -163,7 +168,8 @@ def paired_differences(comparisons: Mapping[str, Mapping[str, Mapping]],
     err = np.abs(np.stack([diff - ci[:, 0], ci[:, 1] - diff]))
     ax.errorbar(diff, y, xerr=np.nan_to_num(err), fmt="o", color="tab:blue", capsize=3)
     ax.axvline(0, color="grey", linestyle=":", linewidth=1)
-    ax.set(yticks=y, yticklabels=tasks, xlabel="macro AUROC difference", title=pair)
+    ax.set(yticks=y, yticklabels=tasks, title=pair,
+           xlabel=f"macro AUROC difference, {level:g}% paired bootstrap interval")
   return _save(fig, path)
 
 
