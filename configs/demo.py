@@ -34,6 +34,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # `--config.probe_after=False` stops after pretraining.
   config.probe_after = True
   config.evaluation = probe.get_config("quick")
+  config.evaluation.data_from_checkpoint = True  # The demo's prepared PTB-XL layout.
   config.evaluation.label_fractions = (1.0, 0.1)
   config.evaluation.seeds = (0, 1)
 

@@ -1,7 +1,8 @@
 """Fine-tuning a pretrained CREMA encoder with a linear head on PTB-XL, end to end.
 
   python -m crema_jax.main --config configs/finetune.py --workdir /ckpt/crema/finetune \
-      --config.checkpoint=/ckpt/crema --config.finetune.layer_decay=0.65
+      --config.checkpoint=/ckpt/crema --config.data.data_dir=/data/prepared \
+      --config.finetune.layer_decay=0.65
 
 Each task (and label fraction and seed) fine-tunes its own copy of the encoder, its head
 started from the fitted linear probe (LP-FT) and learning at `finetune.head_lr_scale` x

@@ -1,15 +1,16 @@
 """Linear probing of a pretrained CREMA checkpoint on PTB-XL, the benchmark's protocol.
 
   python -m crema_jax.main --config configs/probe.py --workdir /ckpt/crema/probe \
-      --config.checkpoint=/ckpt/crema
+      --config.checkpoint=/ckpt/crema --config.data.data_dir=/data/prepared
 
 Folds 1-8 train, 9 validation, 10 test; the six label sets of the PTB-XL benchmark
 (all, diagnostic, subdiagnostic, superdiagnostic, form, rhythm) and the paper's binary
 tasks (MI, STTC, CD, HYP), each at three label fractions and three seeds, next to a
 random-initialised encoder; then paired differences, age/sex subgroups, robustness
 shifts and probes retrained on 1, 2 and 6 leads (crema_jax/evaluation/run.py). The model
-and data fields come from the checkpoint; `data.data_dir` / `data.name` point the probe
-at another prepared PTB-XL, `data.eval_leads` at fewer leads, `domains` at other
+and data fields come from the checkpoint; `data.data_dir` / `data.name` name the
+prepared PTB-XL it is scored on (`data_from_checkpoint=True`: the checkpoint's own
+pretraining data; one of the two is required), `data.eval_leads` at fewer leads, `domains` at other
 hospitals' prepared labelled sources (`--config.domains='("/data/prepared:cpsc2018",)'`).
 
 `configs/probe.py:quick`: one seed, two label fractions, fewer shifts and bootstrap
@@ -45,6 +46,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.seed = 0
   # "": as trained. eval_leads: evaluate (and fine-tune) on these leads, others zeroed.
   config.data = ml_collections.ConfigDict({"data_dir": "", "name": "", "eval_leads": ()})
+  # With data.data_dir empty, the evaluation runs on the checkpoint's own pretraining
+  # data only when this says so (a probe never guesses its data).
+  config.data_from_checkpoint = False
   config.pool = "checkpoint"             # "mean", "cls", or "checkpoint" (as trained).
   config.tasks = tasks.TASKS
   config.label_fractions = (1.0, 0.1, 0.01)  # Of the training ECGs, sampled by patient.

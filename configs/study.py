@@ -37,7 +37,8 @@ def evaluation(get_config) -> ml_collections.ConfigDict:
   config.update(tasks=TASKS, label_fractions=(1.0,), seeds=(0,), bootstrap=200,
                 robustness=(), reduced_leads=(), domains=(),
                 random_init_baseline=False, plots=False, num_reconstructions=0,
-                save_classifiers=False)
+                save_classifiers=False,
+                data_from_checkpoint=True)  # Each cell on its pretraining data's folds.
   return config
 
 

@@ -73,6 +73,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     problems.append("checkpoint is empty: set --config.checkpoint=PRETRAIN_WORKDIR")
   elif not package.is_checkpoint(config.checkpoint):
     problems.append(f"checkpoint={config.checkpoint!r}: no checkpoints/ folder there")
+  if not config.data.data_dir and not config.get("data_from_checkpoint"):
+    problems.append("no evaluation data: set --config.data.data_dir=PREPARED_DIR "
+                    "(and data.name), or --config.data_from_checkpoint=True to evaluate "
+                    "on the checkpoint's own pretraining data")
   unknown = [t for t in config.tasks if t not in tasks_lib.TASKS]
   if unknown or not config.tasks:
     problems.append(f"tasks={tuple(config.tasks)}: each must be one of "
@@ -552,8 +556,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> 
   compatibility = restore.check_compatible(pretrain, restored.trained, prepared,
                                            np.concatenate(list(positions.values())))
   # Which data this evaluation scores, said before the minutes it takes.
-  chosen = ("--config.data.data_dir" if config.data.get("data_dir") else
-            "the checkpoint's own pretraining data (no --config.data.data_dir given)")
+  chosen = ("data.data_dir" if config.data.get("data_dir") else
+            "the checkpoint's own pretraining data (data_from_checkpoint)")
   print(f"{config.mode}: {restored.path} (step {restored.step}) on {prepared.path} "
         f"[{data.name}]: "
         + ", ".join(f"{len(p)} {split} ECGs" for split, p in positions.items())

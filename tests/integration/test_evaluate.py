@@ -99,7 +99,8 @@ def test_bad_evaluation_configs_are_refused(pretrained, tmp_path):
            "bootstrap_unit": ("hospital", "bootstrap_unit="),
            "reduced_leads": (("I,V7",), "'V7'"),
            "domains": (("/data/cpsc2018",), "DATA_DIR:NAME"),
-           "checkpoint": (str(tmp_path), "no checkpoints/ folder")}
+           "checkpoint": (str(tmp_path), "no checkpoints/ folder"),
+           "data_from_checkpoint": (False, "no evaluation data: set")}
   for key, (value, message) in cases.items():
     with pytest.raises(ValueError, match=message):
       run.evaluate(_eval_config(config, workdir, **{key: value}), tmp_path / "out")
