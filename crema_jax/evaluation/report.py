@@ -11,6 +11,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from crema_jax import atomic
 from crema_jax.data import records
 from crema_jax.data import storage
 from crema_jax.evaluation import features as features_lib
@@ -235,13 +236,14 @@ def _embeddings(evaluated: dict, encoder_name: str, prepared: storage.PreparedSo
 def write_outputs(results: dict, evaluated: dict, encoder, config: ml_collections.ConfigDict,
                   prepared: storage.PreparedSource, tasks: dict,
                   workdir: pathlib.Path) -> dict:
-  """results.json, results.md, embeddings.npz and the figures; returns their paths."""
+  """results.md, embeddings.npz and the figures, each written whole (`atomic`); returns
+  their paths, and results.json's, which `write_results` writes once every other output
+  is in place (a study takes results.json as "this cell is done")."""
   paths = {"results": workdir / "results.json", "table": workdir / "results.md",
            "embeddings": workdir / "embeddings.npz"}
-  paths["results"].write_text(json.dumps(results, indent=1, default=_json_default))
-  paths["table"].write_text(markdown(results, config))
+  atomic.write_text(paths["table"], markdown(results, config))
   embeddings = _embeddings(evaluated, encoder.name, prepared, config.mode)
-  np.savez(paths["embeddings"], **embeddings)
+  atomic.savez(paths["embeddings"], **embeddings)
   if not config.plots:
     return paths
   test = evaluated[encoder.name]["frozen"]["test"]["position"]
@@ -277,6 +279,11 @@ def write_outputs(results: dict, evaluated: dict, encoder, config: ml_collection
     paths["loss_curves"] = plots.loss_curves(metrics.read_jsonl(loss_log),
                                              workdir / "pretraining_loss.png")
   return paths
+
+
+def write_results(results: dict, path: pathlib.Path) -> None:
+  """results.json, whole: the last output of an evaluation."""
+  atomic.write_text(path, json.dumps(results, indent=1, default=_json_default))
 
 
 def _json_default(value):

@@ -34,6 +34,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from crema_jax import atomic
 from crema_jax.data import records
 from crema_jax.data import storage
 from crema_jax.evaluation import domains as domains_lib
@@ -615,7 +616,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> 
   # The primary fits' test-fold logits (studies pair cells on them): TASK for the
   # checkpoint's encoder, ENCODER/TASK for the others (the random-init baseline).
   paths["test_scores"] = workdir / "test_scores.npz"
-  np.savez(paths["test_scores"], position=positions["test"],
+  atomic.savez(paths["test_scores"], position=positions["test"],
            **{(task if encoder is encoders[0] else f"{encoder.name}/{task}"):
               fit.test_scores for encoder in encoders
               for task, fit in evaluated[encoder.name]["primary"].items()})
@@ -623,6 +624,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> 
     paths["classifiers"] = write_classifiers(results, evaluated[encoders[0].name],
                                              encoders[0], restored, tasks, config,
                                              workdir)
+  report.write_results(results, paths["results"])  # Last: the run is complete.
   print(report.markdown(results, config))
   print("\n".join(f"{k}: {v}" for k, v in paths.items()))
   return results

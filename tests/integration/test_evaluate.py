@@ -275,3 +275,24 @@ def test_probe_refuses_a_checkpoint_pretrained_on_the_test_fold(pretrained, tmp_
   restored = restore.restore_encoder(
       _eval_config(config, leaky, allow_test_overlap=True), sharding.make_mesh())
   assert restored.step == 2 and restored.leakage["status"] == "overlap"
+
+
+def test_results_json_is_written_last(pretrained, tmp_path, monkeypatch):
+  """A study takes results.json as "this cell is done": an evaluation that dies after
+  writing its other outputs (here in the classifier folders) leaves none."""
+  config, workdir = pretrained
+  evaluation = _eval_config(config, workdir, tasks=("superdiagnostic",),
+                            label_fractions=(1.0,), seeds=(0,), bootstrap=0,
+                            robustness=(), reduced_leads=(), plots=False,
+                            random_init_baseline=False, num_reconstructions=0)
+
+  def killed(*args, **kwargs):
+    raise KeyboardInterrupt("killed while writing classifiers")
+  monkeypatch.setattr(run, "write_classifiers", killed)
+  with pytest.raises(KeyboardInterrupt):
+    run.evaluate(evaluation, tmp_path)
+  assert (tmp_path / "test_scores.npz").is_file()
+  assert not (tmp_path / "results.json").exists()
+  monkeypatch.undo()
+  run.evaluate(evaluation, tmp_path)
+  assert (tmp_path / "results.json").is_file()
