@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-PARTIAL = ".partial"  # Temporary names: `.NAME.XXXX.partial`, next to NAME.
+PARTIAL = ".partial"  # Temporary names: `.NAME.<random>.partial`, next to NAME.
 
 
 @contextlib.contextmanager

@@ -208,15 +208,14 @@ def _arrays(batches: list[dict], emb_dim: int) -> dict:
 
 
 def embed_folder(encoder: package.Encoder, config: ml_collections.ConfigDict, mesh,
-                 parts: Parts | None = None, source=None) -> tuple[dict, list[dict], int]:
+                 parts: Parts | None = None, listed: tuple | None = None
+                 ) -> tuple[dict, list[dict], int]:
   """(arrays: features [n, emb] and the FIELDS, skipped files, keys listed) of every
   ECG in `config.input` under `encoder`: the parts `parts` has not done yet, then all
-  of them (`parts` None: in memory, one part)."""
+  of them (`parts` None: in memory, one part). `listed`: `list_keys`'s (source, keys)
+  when the caller has listed the folder already (a large folder is listed once)."""
   pre = encoder.preprocessing
-  if source is None:
-    source, keys = list_keys(config, pre)
-  else:
-    keys = list(source.keys())
+  source, keys = listed if listed is not None else list_keys(config, pre)
   encode = jax.jit(model_lib.encode_fn(encoder.model, pre.normalize))
   todo = parts.ranges() if parts is not None else [(0, keys)]
   results = {}
@@ -254,7 +253,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   if resumed:
     print(f"resuming: {resumed} of {len(parts.ranges())} parts done in {parts.directory}")
   start = time.perf_counter()
-  out, skipped, num_keys = embed_folder(encoder, config, mesh, parts, source)
+  out, skipped, num_keys = embed_folder(encoder, config, mesh, parts, (source, keys))
   seconds = time.perf_counter() - start
   if not len(out["features"]):
     raise no_ecg_error(config.input, skipped)
