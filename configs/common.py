@@ -41,6 +41,9 @@ def data_config() -> ml_collections.ConfigDict:
   c.window_seconds = 0.0        # > 0: cut records longer than long_seconds into windows
   c.window_stride_seconds = 0.0  # of this length every stride (0: stride = window).
   c.long_seconds = 60.0
+  # A labels table (CSV: file, patient, split, label columns; crema_jax.data.labels_table)
+  # checked against the folder and kept with the prepared data for the evaluation.
+  c.labels_table = ""
   # A mixed corpus (data.source = "corpus", see configs/corpus.py): {name: {reader,
   # raw_dir, weight, other data fields}}; empty for a single source.
   c.corpus = ml_collections.ConfigDict()

@@ -19,6 +19,7 @@ PTB-XL evaluation ECGs are excluded and counted there too (see `leakage`).
 from __future__ import annotations
 
 from concurrent import futures
+import hashlib
 import json
 import multiprocessing
 import os
@@ -35,6 +36,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
 
+from crema_jax.data import labels_table
 from crema_jax.data import leakage
 from crema_jax.data.readers import registry
 from crema_jax.data import records
@@ -200,7 +202,8 @@ def _finalize(source: records.Source, out_dir: pathlib.Path, num_shards: int,
       filename_template=storage.FILENAME_TEMPLATE, check_data=False,
       description=f"CREMA-JAX prepared ECGs from {source.name}")
   index = {field: np.concatenate([part[field] for part in parts])
-           for field in parts[0]} if parts else storage.index_arrays([])
+           for field in parts[0] if all(field in part for part in parts)
+           } if parts else storage.index_arrays([])
   np.savez(out_dir / "index.npz", **index)
   manifest = {
       "source": source.name,
@@ -244,17 +247,52 @@ def _reference(data_config: ml_collections.ConfigDict,
 
 def _prepare_one(data_config, reference, show_progress, source=None) -> dict:
   source = source or registry.build_source(data_config)
+  table = None
+  if data_config.get("labels_table"):  # Checked against the folder before any read.
+    table = labels_table.read(data_config.labels_table)
+    matched = labels_table.match(table, source.keys())
+    if not (matched.row >= 0).any():
+      raise records.SourceError(
+          f"{data_config.labels_table}: no row names a file of {source.root} (e.g. row "
+          f"2: {table.files[0]!r}; the folder's files are like "
+          f"{list(source.keys())[:2]}): give each file relative to the folder")
+    for line in labels_table.describe_unmatched(table, matched, ())[:10]:
+      print(f"labels table: {line}")
   exclusion = None
   if reference is not None:
     exclusion = leakage.Exclusion(reference, data_config.leakage.exclude_folds,
                                   data_config.source,
                                   getattr(source, "leads", records.LEADS))
-  return prepare(source, data_config.data_dir,
-                 records_per_shard=data_config.records_per_shard,
-                 num_workers=data_config.prepare_workers, show_progress=show_progress,
-                 exclusion=exclusion, reader=data_config.source,
-                 max_amplitude_mv=data_config.get("max_amplitude_mv",
-                                                  records.MAX_AMPLITUDE_MV))
+  manifest = prepare(source, data_config.data_dir,
+                     records_per_shard=data_config.records_per_shard,
+                     num_workers=data_config.prepare_workers,
+                     show_progress=show_progress, exclusion=exclusion,
+                     reader=data_config.source,
+                     max_amplitude_mv=data_config.get("max_amplitude_mv",
+                                                      records.MAX_AMPLITUDE_MV))
+  if table is not None:
+    out_dir = storage.dataset_dir(data_config.data_dir, source.name)
+    manifest["labels_table"] = _keep_table(table, out_dir, manifest)
+    _write_json_atomic(out_dir / "manifest.json", manifest)
+  return manifest
+
+
+def _keep_table(table: labels_table.Table, out_dir: pathlib.Path, manifest: dict
+                ) -> dict:
+  """Copies the labels table into the prepared folder (`labels_table.PREPARED_NAME`,
+  the evaluation's default table); returns the manifest's record of it."""
+  with np.load(out_dir / "index.npz") as index:
+    names = index["record_name"]
+  matched = labels_table.match(table, names)
+  unmatched = labels_table.describe_unmatched(table, matched, manifest["skipped"])
+  data = table.path.read_bytes()
+  tmp = out_dir / (labels_table.PREPARED_NAME + ".tmp")
+  tmp.write_bytes(data)
+  tmp.replace(out_dir / labels_table.PREPARED_NAME)
+  return {"from": str(table.path), "sha256": hashlib.sha256(data).hexdigest(),
+          "rows": int(len(table.files)), "label_columns": list(table.label_columns),
+          "records_labelled": int((matched.row >= 0).sum()),
+          "unmatched": unmatched}
 
 
 def corpus_members(data_config: ml_collections.ConfigDict
@@ -371,6 +409,13 @@ def summarize(manifest: dict) -> str:
     lines.append(f"  excluded as PTB-XL folds {excluded['exclude_folds']}: "
                  f"{excluded['num_excluded']} "
                  f"({', '.join(f'{k} {v}' for k, v in where.items()) or 'none'})")
+  if manifest.get("labels_table"):
+    table = manifest["labels_table"]
+    lines.append(f"  labels table {table['from']}: {table['records_labelled']} records "
+                 f"labelled by {table['rows']} rows, columns {table['label_columns']}")
+    lines += [f"  labels table: {line}" for line in table["unmatched"][:10]]
+    if len(table["unmatched"]) > 10:
+      lines.append(f"  ... and {len(table['unmatched']) - 10} more in manifest.json")
   for note, count in list(manifest.get("notes", {}).items())[:5]:
     lines.append(f"  note: {note} ({count} records)")
   for item in manifest["skipped"][:10]:

@@ -45,6 +45,9 @@ SPLIT = "full"  # TFDS reserves "all" for the union of splits.
 FILENAME_TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
 INDEX_FIELDS = ("ecg_id", "patient_id", "fold", "labels", "age", "sex", "num_samples",
                 "scp_codes")
+# Written by prepare since labels tables (crema_jax.data.labels_table) join on it; a
+# folder prepared before has none, and only a labels table needs it.
+OPTIONAL_INDEX_FIELDS = ("record_name",)
 
 
 
@@ -105,15 +108,18 @@ def index_row(record: records.Record) -> dict:
       "sex": int(record.sex),
       "num_samples": int(record.ecg.shape[0]),
       "scp_codes": record.scp_codes,
+      "record_name": record.record_name,
   }
 
 
 def index_arrays(rows: list[dict]) -> dict[str, np.ndarray]:
   dtypes = {"ecg_id": np.int64, "patient_id": np.int64, "fold": np.int32,
             "labels": np.uint8, "age": np.float32, "sex": np.int32,
-            "num_samples": np.int32, "scp_codes": np.str_}
+            "num_samples": np.int32, "scp_codes": np.str_, "record_name": np.str_}
   out = {}
   for field, dtype in dtypes.items():
+    if rows and field not in rows[0]:
+      continue  # A shard marker written before the field existed.
     values = [row[field] for row in rows]
     shape = (0, len(records.SUPERCLASSES)) if field == "labels" and not values else None
     out[field] = np.asarray(values, dtype).reshape(shape) if shape else np.asarray(
@@ -151,7 +157,8 @@ def _load_index(path: pathlib.Path) -> dict[str, np.ndarray]:
     if missing:
       raise ValueError(f"{path}: field(s) {', '.join(missing)} missing (written by an "
                        "older version?); prepare the source again")
-    return {field: index[field] for field in INDEX_FIELDS}
+    return {field: index[field] for field in INDEX_FIELDS + OPTIONAL_INDEX_FIELDS
+            if field in index.files}
 
 
 def _stored_leads(path: pathlib.Path, manifest: dict) -> int:
@@ -317,7 +324,8 @@ class PreparedSource:
     self.data_source = ConcatSource([m.data_source for m in self.members])
     self.starts = self.data_source.starts
     self.index = {field: np.concatenate([m.index[field] for m in self.members])
-                  for field in INDEX_FIELDS}
+                  for field in INDEX_FIELDS + OPTIONAL_INDEX_FIELDS
+                  if all(field in m.index for m in self.members)}
     self.index["patient_id"] = np.concatenate(namespaced_patients(
         [m.index["patient_id"] for m in self.members]))
     self.index["source_index"] = np.concatenate(

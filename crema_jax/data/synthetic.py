@@ -53,6 +53,9 @@ import pandas as pd
 from scipy import signal as scipy_signal
 import wfdb
 
+from crema_jax.data.readers import ptbxl
+from crema_jax.data import records
+
 
 RATE_HR, RATE_LR, SECONDS = 500, 100, 10
 STATEMENTS = pathlib.Path(__file__).parent / "resources" / "scp_statements.csv"
@@ -456,6 +459,33 @@ def write_synthetic_ptbxl(root: str | pathlib.Path, num_patients: int = 300,
   pd.DataFrame([row for _, row in rows], columns=COLUMNS).to_csv(
       root / "ptbxl_database.csv", index=False)
   return root
+
+
+RHYTHMS = ("SR", "AFIB", "STACH", "SBRAD", "SARRH")
+
+
+def write_labels_table(root: str | pathlib.Path) -> pathlib.Path:
+  """A hospital-style labels table for the synthetic PTB-XL folder's 500 Hz records,
+  written as `root/records500/labels.csv` (a file column relative to records500/, so
+  that folder is "the hospital's folder"): patient, MI (binary), the five superclasses
+  (multi-label), the rhythm (multi-class) and age (regression), taken from
+  ptbxl_database.csv. Returns the path."""
+  root = pathlib.Path(root)
+  database = pd.read_csv(root / "ptbxl_database.csv")
+  statements = ptbxl.read_statements(root / "scp_statements.csv")
+  rows = []
+  for _, row in database.iterrows():
+    codes = ptbxl.parse_scp_codes(row["scp_codes"])
+    superclasses = ptbxl.diagnostic_classes(codes, statements)[0]
+    rhythm = [c for c in RHYTHMS if c in codes]
+    rows.append({"file": row["filename_hr"].removeprefix("records500/") + ".hea",
+                 "patient": f"P{int(row['patient_id'])}",
+                 **{c: int(c in superclasses) for c in records.SUPERCLASSES},
+                 "rhythm": rhythm[0] if rhythm else "",
+                 "age": "" if pd.isna(row["age"]) else int(row["age"])})
+  path = root / "records500" / "labels.csv"
+  pd.DataFrame(rows).to_csv(path, index=False)
+  return path
 
 
 def main():
