@@ -14,9 +14,11 @@ from crema_jax import checkpoint
 from crema_jax.data import leakage
 from crema_jax.data import prepare
 from crema_jax.data import storage
+from crema_jax.evaluation import classifiers as classifier_folders
 from crema_jax.evaluation import domains
 from crema_jax.evaluation import features as features_lib
 from crema_jax.evaluation import finetune
+from crema_jax.evaluation import fitting
 from crema_jax.evaluation import restore
 from crema_jax.package import classifier
 from crema_jax.package import encoder as package
@@ -239,7 +241,7 @@ def test_finetuning_starts_from_the_probe_and_moves_the_encoder(pretrained, tmp_
                                             restored.config, prepared, (), mesh,
                                             positions=p) for s, p in
            (("train", train), ("val", val))}
-  lp = run.fit_probe(task, feats, np.arange(len(train)), evaluation, seed=0)
+  lp = fitting.fit_probe(task, feats, np.arange(len(train)), evaluation, seed=0)
   result = finetune.finetune(restored.model, restored.params, restored.config,
                              evaluation.finetune, prepared, train, val, task.labels,
                              mesh, head=lp.raw_head())
@@ -288,7 +290,7 @@ def test_results_json_is_written_last(pretrained, tmp_path, monkeypatch):
 
   def killed(*args, **kwargs):
     raise KeyboardInterrupt("killed while writing classifiers")
-  monkeypatch.setattr(run, "write_classifiers", killed)
+  monkeypatch.setattr(classifier_folders, "write", killed)
   with pytest.raises(KeyboardInterrupt):
     run.evaluate(evaluation, tmp_path)
   assert (tmp_path / "test_scores.npz").is_file()
