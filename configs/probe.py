@@ -7,7 +7,7 @@ Folds 1-8 train, 9 validation, 10 test; the six label sets of the PTB-XL benchma
 (all, diagnostic, subdiagnostic, superdiagnostic, form, rhythm) and the paper's binary
 tasks (MI, STTC, CD, HYP), each at three label fractions and three seeds, next to a
 random-initialised encoder; then paired differences, age/sex subgroups, robustness
-shifts and probes retrained on 1, 2 and 6 leads (crema_jax/evaluation/run.py). The model
+shifts and probes retrained on 1, 2 and 6 leads (crema_jax/evaluation/evaluators/). The model
 and data fields come from the checkpoint; `data.data_dir` / `data.name` name the
 prepared PTB-XL it is scored on (`data_from_checkpoint=True`: the checkpoint's own
 pretraining data; one of the two is required), `data.eval_leads` at fewer leads, `domains` at other

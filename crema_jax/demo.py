@@ -23,14 +23,19 @@ from crema_jax import train
 
 
 def write_demo_data(config: ml_collections.ConfigDict) -> None:
-  """Writes the synthetic PTB-XL folder (`data.raw_dir`, when absent) and prepares it
-  into `data.data_dir` (when its manifest is missing). Process 0 writes; the others
+  """Writes the synthetic PTB-XL folder (`data.raw_dir`, when absent) with its
+  own-labels table (`synthetic.write_labels_table`) and prepares it into
+  `data.data_dir` (when its manifest is missing). Process 0 writes; the others
   wait for it."""
   data = config.data
   if jax.process_index() == 0:
     if not pathlib.Path(data.raw_dir).exists():
       synthetic.write_synthetic_ptbxl(data.raw_dir, num_patients=config.demo_patients,
                                       seed=config.seed)
+    # The same ECGs as "a hospital's folder" with its own labels table (README: "Train
+    # on your own labels").
+    if not (pathlib.Path(data.raw_dir) / "records500" / "labels.csv").is_file():
+      synthetic.write_labels_table(data.raw_dir, config.demo_patients, config.seed)
     if not (storage.dataset_dir(data.data_dir, data.name) / "manifest.json").is_file():
       print(prepare.summarize(prepare.prepare_from_config(data)))
   distributed.barrier("demo data")

@@ -1,15 +1,24 @@
 """Entry point: `python -m crema_jax.main --config configs/X.py[:arg] --workdir DIR`.
 
 Overrides go after the config: `--config.model.emb_dim=512 --config.batch_size=128`.
-`config.mode` picks the job (`JOBS`): "pretrain" (crema_jax.train), "probe" /
-"finetune" (crema_jax.evaluation.run: a checkpoint on PTB-XL), "demo"
-(crema_jax.demo: synthetic data -> prepare -> pretrain -> probe), or "embed" /
-"predict" / "export" (crema_jax.inference: a checkpoint on anyone's ECG files), or
-"study" (crema_jax.study: a grid of pretraining runs, each probed, in one table), or
-"verify" (crema_jax.package.verify: a checkpoint's or classifier's checksums).
+`config.mode` picks the job (`JOBS`); each config file sets it:
+
+  job        config file(s)                         what it runs
+  pretrain   configs/pretrain.py, configs/corpus.py  crema_jax.train
+  demo       configs/demo.py                        synthetic data -> prepare -> pretrain -> probe
+  probe      configs/probe.py, configs/labels.py    crema_jax.evaluation.run: a checkpoint on
+  finetune   configs/finetune.py,                   PTB-XL, or on your own labels table
+             configs/labels.py:finetune             (configs/labels.py)
+  embed      configs/embed.py                       crema_jax.inference: a checkpoint or a
+  predict    configs/predict.py                     classifier folder on anyone's ECG files
+  export     configs/export.py
+  study      configs/study.py                       crema_jax.study: a grid of pretraining runs,
+                                                    each probed, in one table
+  verify     configs/verify.py                      a checkpoint's or classifier's checksums
+
+Preparing data is its own command: `python -m crema_jax.data.prepare --config ...`.
 Multi-host (TPU pod, SLURM, `launch/local_multiprocess.sh`): the same command on every
-host; `jax.distributed` starts first (see crema_jax/distributed.py and --distributed).
-"""
+host; `jax.distributed` starts first (see crema_jax/distributed.py and --distributed)."""
 
 import importlib
 import sys

@@ -100,7 +100,8 @@ def _rows(frame: pd.DataFrame, mask: np.ndarray, column: str | None = None) -> s
   """'rows 2 (a.xml), 5 (b.xml) and 3 more', numbered as in a spreadsheet (header = 1)."""
   where = np.flatnonzero(mask)
   shown = [f"{i + 2} ({frame[FILE_COLUMN].iat[i]!r}"
-           + (f": {frame[column].iat[i]!r}" if column else "") + ")"
+           + (f": {frame[column].iat[i]!r}" if column not in (None, FILE_COLUMN)
+              else "") + ")"
            for i in where[:_SHOWN]]
   more = f" and {len(where) - _SHOWN} more" if len(where) > _SHOWN else ""
   return f"row{'s' if len(where) > 1 else ''} " + ", ".join(shown) + more
@@ -304,6 +305,29 @@ def patient_keys(table: Table, matched: Matched, fallback: np.ndarray) -> np.nda
   inside = matched.row >= 0
   out[inside] = ranks[matched.row[inside]] + offset
   return out
+
+
+def strata(table: Table, max_classes: int = 50) -> np.ndarray:
+  """[rows, k] 0/1 stratification targets of every label column, whatever the tasks:
+  a 0/1 column as itself, a numeric one by quartile, one of names one-hot (a column of
+  more than `max_classes` names, free text, is left out). So a drawn split is the
+  table's, the same for every task an evaluation declares over it."""
+  columns = []
+  for column in table.label_columns:
+    cells = table.frame[column].to_numpy(object)
+    filled = cells != ""
+    lower = np.char.lower(cells.astype(str))
+    if np.isin(lower[filled], list(TRUE_VALUES | FALSE_VALUES)).all():
+      columns.append(np.isin(lower, list(TRUE_VALUES))[:, None].astype(np.uint8))
+      continue
+    numbers = pd.to_numeric(pd.Series(cells), errors="coerce").to_numpy(np.float64)
+    if np.isfinite(numbers[filled]).all():
+      columns.append(regression_strata(np.where(filled, numbers, np.nan)))
+    elif len(set(cells[filled])) <= max_classes:
+      names = sorted(set(cells[filled]))
+      columns.append((cells[:, None] == np.array(names, object)[None, :]).astype(np.uint8))
+  return (np.concatenate(columns, axis=1) if columns
+          else np.zeros((len(cells), 0), np.uint8))
 
 
 def regression_strata(values: np.ndarray, bins: int = 4) -> np.ndarray:

@@ -464,25 +464,34 @@ def write_synthetic_ptbxl(root: str | pathlib.Path, num_patients: int = 300,
 RHYTHMS = ("SR", "AFIB", "STACH", "SBRAD", "SARRH")
 
 
-def write_labels_table(root: str | pathlib.Path) -> pathlib.Path:
-  """A hospital-style labels table for the synthetic PTB-XL folder's 500 Hz records,
-  written as `root/records500/labels.csv` (a file column relative to records500/, so
-  that folder is "the hospital's folder"): patient, MI (binary), the five superclasses
-  (multi-label), the rhythm (multi-class) and age (regression), taken from
-  ptbxl_database.csv. Returns the path."""
+def write_labels_table(root: str | pathlib.Path, num_patients: int, seed: int = 0,
+                       max_records_per_patient: int = 4) -> pathlib.Path:
+  """A hospital-style labels table for the synthetic folder's 500 Hz records, written as
+  `root/records500/labels.csv` (its file column relative to records500/, so that folder
+  is "the hospital's folder"): patient, MI (binary), the five superclasses
+  (multi-label), the rhythm (multi-class), heart_rate (regression: the patient's
+  resting rate in bpm, which the signal carries) and age (regression: the generator
+  draws it independently of the signal, so a probe should find nothing). The
+  arguments are those the folder was written with (ValueError when its database
+  disagrees). Returns the path."""
   root = pathlib.Path(root)
   database = pd.read_csv(root / "ptbxl_database.csv")
+  drawn = draw_rows(num_patients, seed, max_records_per_patient)
+  if [r["ecg_id"] for _, r in drawn] != database["ecg_id"].tolist():
+    raise ValueError(f"{root}: its ptbxl_database.csv was not written with "
+                     f"num_patients={num_patients}, seed={seed}")
   statements = ptbxl.read_statements(root / "scp_statements.csv")
   rows = []
-  for _, row in database.iterrows():
+  for patient, row in drawn:
     codes = ptbxl.parse_scp_codes(row["scp_codes"])
     superclasses = ptbxl.diagnostic_classes(codes, statements)[0]
     rhythm = [c for c in RHYTHMS if c in codes]
     rows.append({"file": row["filename_hr"].removeprefix("records500/") + ".hea",
-                 "patient": f"P{int(row['patient_id'])}",
+                 "patient": f"P{patient.patient_id}",
                  **{c: int(c in superclasses) for c in records.SUPERCLASSES},
                  "rhythm": rhythm[0] if rhythm else "",
-                 "age": "" if pd.isna(row["age"]) else int(row["age"])})
+                 "heart_rate": round(patient.heart_rate, 1),
+                 "age": int(patient.age)})
   path = root / "records500" / "labels.csv"
   pd.DataFrame(rows).to_csv(path, index=False)
   return path

@@ -29,7 +29,7 @@ import tqdm
 
 from crema_jax.data import storage
 from crema_jax.evaluation import features as features_lib
-from crema_jax.evaluation import scores
+from crema_jax.evaluation import objectives
 from crema_jax.input import device
 from crema_jax.input import pipeline
 from crema_jax.input import views
@@ -82,13 +82,19 @@ def scale_by_tree(multipliers: Any) -> optax.GradientTransformation:
 @dataclasses.dataclass
 class FinetuneResult:
   """params: {"crema": ..., "head": {"w", "b"}} at the best validation evaluation
-  (best_step 0: the linear-probe start); history: one entry per evaluation (step,
-  train_loss, val_auroc, encoder_change: the encoder's relative distance from its
+  (best_step 0: the linear-probe start); val_score: that evaluation's validation
+  `val_metric` (auroc; r2 for regression); history: one entry per evaluation (step,
+  train_loss, val_METRIC, encoder_change: the encoder's relative distance from its
   pretrained parameters)."""
   params: Any
   best_step: int
-  val_auroc: float
+  val_score: float
   history: list[dict]
+  val_metric: str = "auroc"
+
+  @property
+  def val_auroc(self) -> float:
+    return self.val_score if self.val_metric == "auroc" else float("nan")
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -138,9 +144,10 @@ def make_optimizer(model: models.CREMA, ft: ml_collections.ConfigDict, classes: 
 
 def make_step(model: models.CREMA, optimizer: optax.GradientTransformation,
               config: ml_collections.ConfigDict, ft: ml_collections.ConfigDict,
-              seed: int):
+              seed: int, kind: str = "multilabel", target_scale: float = 1.0):
   """The jitted fine-tuning step: (params, opt_state, crops [b, leads, time] raw
-  float16 mV, valid [b], labels [b, classes], step i) -> (params, opt_state, loss).
+  float16 mV, valid [b], labels [b, classes], step i) -> (params, opt_state, loss),
+  the loss of the task's kind (`objectives.loss`).
   Crops are standardised and augmented (`ft.augment`; the time shift is the host's)
   on the device with keys of (seed, i, example)."""
   transform = device.ViewTransform.from_config(augmented_config(config, ft.augment))
@@ -154,8 +161,8 @@ def make_step(model: models.CREMA, optimizer: optax.GradientTransformation,
                         method=model.embed,
                         rngs={"dropout": jax.random.fold_in(dropout_rng, i)})
     with jax.named_scope("loss"):
-      return optax.sigmoid_binary_cross_entropy(
-          feats @ p["head"]["w"] + p["head"]["b"], y).mean()
+      return objectives.loss(kind, feats @ p["head"]["w"] + p["head"]["b"], y,
+                             target_scale)
 
   @jax.jit
   def step(p, s, x, valid, y, i):
@@ -171,7 +178,7 @@ def finetune(model: models.CREMA, crema_params: Any, config: ml_collections.Conf
              ft: ml_collections.ConfigDict, prepared: storage.PreparedSource,
              train_positions: np.ndarray, val_positions: np.ndarray,
              labels: np.ndarray, mesh, *, head: tuple | None = None, seed: int = 0,
-             show_progress: bool = False) -> FinetuneResult:
+             show_progress: bool = False, kind: str = "multilabel") -> FinetuneResult:
   """Fine-tunes encoder + head on `train_positions`, early-stopped on `val_positions`.
 
   Args:
@@ -180,7 +187,9 @@ def finetune(model: models.CREMA, crema_params: Any, config: ml_collections.Conf
     ft: steps, batch_size, lr, head_lr_scale, warmup_steps, weight_decay, layer_decay,
       eval_every, patience, augment.
     train_positions, val_positions: indices in the prepared source.
-    labels: [len(prepared), classes] 0/1, the task's labels of every prepared record.
+    labels: [len(prepared), classes] 0/1, the task's labels of every prepared record
+      (regression: [len(prepared), 1] values).
+    kind: the task's kind (`objectives.KINDS`): its loss and validation score.
     head: (w [emb, classes], b [classes]) to start the head from (the fitted linear
       probe's `raw_head()`); None: zeros.
   """
@@ -192,7 +201,10 @@ def finetune(model: models.CREMA, crema_params: Any, config: ml_collections.Conf
   replicated = sharding.replicated(mesh)
   params = jax.device_put(params, replicated)
   opt_state = jax.jit(optimizer.init, out_shardings=replicated)(params)
-  step = make_step(model, optimizer, config, ft, seed)
+  target_scale = (float(np.std(labels[train_positions])) or 1.0
+                  if kind == "regression" else 1.0)
+  step = make_step(model, optimizer, config, ft, seed, kind, target_scale)
+  metric = f"val_{objectives.validation_metric(kind)}"
   batch_size = -(-ft.batch_size // mesh.size) * mesh.size
   stream = iter(pipeline.finetune_dataset(
       config, prepared, train_positions, batch_size, seed=seed,
@@ -203,7 +215,8 @@ def finetune(model: models.CREMA, crema_params: Any, config: ml_collections.Conf
   def validate(p) -> float:
     val = features_lib.extract_features(model, p, config, prepared, (), mesh,
                                         positions=val_positions, embed_fn=logits_fn)
-    return scores.macro(scores.auroc_per_class(val_labels, val["features"]))
+    return objectives.validation_score(kind, val_labels,
+                                       objectives.scores_of(kind, val["features"]))
 
   encoder = lambda p: {k: v for k, v in p["crema"].items() if k in ENCODER_KEYS}
   start_encoder = jax.device_get(encoder(params))
@@ -216,7 +229,7 @@ def finetune(model: models.CREMA, crema_params: Any, config: ml_collections.Conf
 
   start = validate(params)
   best = (jax.device_get(params), 0, start)
-  history, stale, losses = [{"step": 0, "train_loss": None, "val_auroc": start,
+  history, stale, losses = [{"step": 0, "train_loss": None, metric: start,
                              "encoder_change": 0.0}], 0, []
   bar = tqdm.tqdm(total=ft.steps, unit="step", disable=not show_progress,
                   desc="fine-tune")
@@ -230,16 +243,17 @@ def finetune(model: models.CREMA, crema_params: Any, config: ml_collections.Conf
     bar.update(1)
     if i % ft.eval_every and i != ft.steps:
       continue
-    auroc = validate(params)
+    score = validate(params)
     history.append({"step": i, "train_loss": float(np.mean(jax.device_get(losses))),
-                    "val_auroc": auroc, "encoder_change": encoder_change(params)})
+                    metric: score, "encoder_change": encoder_change(params)})
     losses = []
-    bar.set_postfix(val_auroc=f"{auroc:.3f}")
-    if auroc > best[2] or not np.isfinite(best[2]):
-      best, stale = (jax.device_get(params), i, auroc), 0
+    bar.set_postfix({metric: f"{score:.3f}"})
+    if score > best[2] or not np.isfinite(best[2]):
+      best, stale = (jax.device_get(params), i, score), 0
     else:
       stale += 1
       if stale >= ft.patience:
         break
   bar.close()
-  return FinetuneResult(best[0], best[1], float(best[2]), history)
+  return FinetuneResult(best[0], best[1], float(best[2]), history,
+                        objectives.validation_metric(kind))

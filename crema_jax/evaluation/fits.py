@@ -4,9 +4,10 @@ feature extraction.
 
 A fit is (task, label fraction, seed): the training ECGs of the patients
 `splits.fraction_by_patient` draws, of those the task keeps (at least one label). It
-cannot be made when that set is empty, or when a class of a one-class task (MI, STTC,
-...) has only positives or only negatives. A multi-label set may lack some classes at a
-small fraction (PTB-XL's rare statements at 1%): the fit is made, those classes are
+cannot be made when that set is empty, when a class of a one-class task (MI, STTC,
+...) has only positives or only negatives, when a multi-class task lacks a class, or
+when a regression task's values are all equal. A multi-label set may lack some classes
+at a small fraction (PTB-XL's rare statements at 1%): the fit is made, those classes are
 predicted from no positives, and the results name them (`missing_classes`).
 """
 
@@ -45,11 +46,17 @@ def _problem(task, positions: np.ndarray) -> tuple[str | None, tuple[str, ...]]:
   """(why no fit can be made on these training positions or None, classes without a
   positive)."""
   kept = positions[task.keep[positions]]
+  if not len(kept):
+    return "no training ECG has a label of the task", ()
+  if task.kind == "regression":
+    values = task.labels[kept, 0]
+    return (f"the training values are all {values[0]:g}" if np.ptp(values) == 0
+            else None), ()
   labels = task.labels[kept]
   positives = labels.sum(axis=0)
   missing = tuple(c for c, n in zip(task.classes, positives) if n == 0)
-  if not len(kept):
-    return "no training ECG has a label of the task", missing
+  if task.kind == "multiclass" and missing:
+    return f"no training ECG of class(es) {', '.join(missing)}", missing
   if len(task.classes) == 1 and (missing or positives[0] == len(kept)):
     return (f"the training ECGs are all {'negative' if missing else 'positive'} for "
             f"{task.classes[0]}"), missing

@@ -91,17 +91,21 @@ def pca(features: np.ndarray, n: int = 2) -> np.ndarray:
 
 
 def embedding_map(features: np.ndarray, labels: np.ndarray,
-                  path: str | pathlib.Path, title: str = "") -> pathlib.Path:
-  """A 2-D PCA of [n, emb] features, coloured by superclass: every class present gets
-  a colour and its count in the legend; an ECG with several classes takes its first
-  non-NORM one (MI, STTC, CD, HYP order), as the legend's title says."""
+                  path: str | pathlib.Path, title: str = "",
+                  classes: Sequence[str] = records.SUPERCLASSES) -> pathlib.Path:
+  """A 2-D PCA of [n, emb] features, coloured by class ([n, classes] multi-hot
+  `labels`; PTB-XL's superclasses by default): every class present gets a colour and
+  its count in the legend; an ECG with several classes takes its first non-NORM one
+  (in `classes` order), as the legend's title says."""
   xy = pca(features)
   fig, ax = plt.subplots(figsize=(5, 4.5))
-  order = (1, 2, 3, 4, 0)  # Pathologies before NORM.
+  classes = list(classes)
+  order = [k for k, c in enumerate(classes) if c != "NORM"] + [
+      k for k, c in enumerate(classes) if c == "NORM"]  # Pathologies before NORM.
   first = np.full(len(labels), -1)
   for k in reversed(order):
     first = np.where(labels[:, k] > 0, k, first)
-  for k, name in enumerate(records.SUPERCLASSES):
+  for k, name in enumerate(classes):
     sel = first == k
     if sel.any():
       ax.scatter(xy[sel, 0], xy[sel, 1], s=8, alpha=0.7,
@@ -111,7 +115,8 @@ def embedding_map(features: np.ndarray, labels: np.ndarray,
                label=f"no label ({int((first < 0).sum())})")
   ax.set(xlabel="PC 1", ylabel="PC 2", title=title)
   ax.legend(fontsize=7, markerscale=2, title_fontsize=7,
-            title="several classes: the first of MI, STTC, CD, HYP")
+            title="several classes: the first of " + ", ".join(
+                classes[k] for k in order if classes[k] != "NORM"))
   return _save(fig, path)
 
 
@@ -150,8 +155,8 @@ def loss_curves(rows: Sequence[Mapping[str, float]],
 
 def paired_differences(comparisons: Mapping[str, Mapping[str, Mapping]],
                        path: str | pathlib.Path, level: float = 95.0) -> pathlib.Path:
-  """A forest plot: per task, the macro AUROC difference between two encoders with its
-  paired 95% bootstrap interval, one panel per pair.
+  """A forest plot: per task, the macro AUROC (R^2 for regression tasks) difference
+  between two encoders with its paired 95% bootstrap interval, one panel per pair.
 
   Args:
     comparisons: {"A - B": {task: {"difference", "ci": [low, high]}}}.
@@ -169,7 +174,9 @@ def paired_differences(comparisons: Mapping[str, Mapping[str, Mapping]],
     ax.errorbar(diff, y, xerr=np.nan_to_num(err), fmt="o", color="tab:blue", capsize=3)
     ax.axvline(0, color="grey", linestyle=":", linewidth=1)
     ax.set(yticks=y, yticklabels=tasks, title=pair,
-           xlabel=f"macro AUROC difference, {level:g}% paired bootstrap interval")
+           xlabel=("macro AUROC" + (" (R² for regression)" if any(
+               c.get("metric") == "r2" for c in by_task.values()) else "")
+                   + f" difference, {level:g}% paired bootstrap interval"))
   return _save(fig, path)
 
 

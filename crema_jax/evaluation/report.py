@@ -28,8 +28,25 @@ REFERENCE = ("PTB-XL benchmark protocol (Strodthoff et al., IEEE JBHI 2021, "
 
 
 def protocol(config: ml_collections.ConfigDict, data: ml_collections.ConfigDict,
-             overall: str) -> dict:
-  """The evaluation protocol in words, for results.json."""
+             overall: str, table=None) -> dict:
+  """The evaluation protocol in words, for results.json (`table`: a labels table's
+  `tasks.TableLabels`, whose split replaces PTB-XL's folds)."""
+  out = _protocol(config, data, overall)
+  if table is not None:
+    described = table.describe()
+    out["folds"] = (f"{described['split']}" + ("" if table.table.split is not None else
+                    f", train/validation/test shares {tuple(config.labels.split_fractions)}"
+                    f", seed {config.labels.split_seed}, patient-disjoint, stratified on "
+                    "every label column of the table (numbers by quartile)"))
+    out["metric"] += ("; regression tasks: MAE, R^2 and Pearson r (R^2 chooses on "
+                      "validation, ridge regression on the frozen features)")
+    out["selection"] = out["selection"].replace("fold", "split")
+    del out["overall"]
+  return out
+
+
+def _protocol(config: ml_collections.ConfigDict, data: ml_collections.ConfigDict,
+              overall: str) -> dict:
   unit = "patients (every ECG of a drawn patient)" if config.bootstrap_unit == (
       "patient") else "ECGs"
   return {
@@ -61,6 +78,14 @@ def protocol(config: ml_collections.ConfigDict, data: ml_collections.ConfigDict,
 
 # ------------------------------------------------------------------------ tables
 def _cell(entry: dict, seeds: int) -> str:
+  """Macro AUROC, or a regression's MAE and R^2: mean ± std over seeds [interval]."""
+  if "mae" in entry:
+    cell = f"MAE {entry['mae']:.3g}"
+    if seeds > 1 and np.isfinite(entry.get("mae_std", np.nan)):
+      cell += f" ± {entry['mae_std']:.2g}"
+    if "mae_ci" in entry:
+      cell += f" [{entry['mae_ci'][0]:.3g}, {entry['mae_ci'][1]:.3g}]"
+    return cell + f", R² {entry['r2']:.2f}"
   cell = f"{entry['auroc']:.3f}"
   if seeds > 1 and np.isfinite(entry.get("auroc_std", np.nan)):
     cell += f" ± {entry['auroc_std']:.3f}"
@@ -69,16 +94,23 @@ def _cell(entry: dict, seeds: int) -> str:
   return cell
 
 
+def _headline(entry: dict) -> str:
+  """The one number of a run: macro AUROC, or a regression's R^2."""
+  value = entry.get("r2" if "mae" in entry else "auroc", float("nan"))
+  return "-" if not entry.get("n") or not np.isfinite(value) else f"{value:.3f}"
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   return "\n".join([*lines, *("| " + " | ".join(r) + " |" for r in rows)])
 
 
 def score_table(results: dict, config: ml_collections.ConfigDict) -> str:
-  """Test-fold macro AUROC (mean ± std over seeds [95% interval of the first seed])
-  per encoder and label fraction."""
+  """Test macro AUROC (regression: MAE and R^2; mean ± std over seeds [95% interval of
+  the first seed]) per encoder and label fraction."""
   names = list(results["tasks"])
-  binary = [t for t in tasks_lib.BINARY_TASKS if t in names]
+  binary = any("overall" in by_task for e in results["encoders"].values()
+               for by_task in e["summary"].values())
   header = ["encoder", "labels", *names] + (["overall"] if binary else [])
   rows = []
   for encoder, entry in results["encoders"].items():
@@ -92,19 +124,21 @@ def score_table(results: dict, config: ml_collections.ConfigDict) -> str:
 
 
 def comparison_table(results: dict) -> str:
-  """Paired bootstrap differences of macro AUROC between encoders, per task."""
+  """Paired bootstrap differences of macro AUROC (R^2 for regression) between
+  encoders, per task."""
   rows = []
   for pair, by_task in results["comparisons"].items():
     for task, c in by_task.items():
-      rows.append([pair, task, f"{c['a']:.3f}", f"{c['b']:.3f}",
+      rows.append([pair, task, c.get("metric", "auroc"), f"{c['a']:.3f}", f"{c['b']:.3f}",
                    f"{c['difference']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}]",
                    f"{c['p_value']:.3f}"])
-  return _table(["encoders (A - B)", "task", "A", "B", "A - B [95% paired CI]", "p"],
-                rows)
+  return _table(["encoders (A - B)", "task", "metric", "A", "B",
+                 "A - B [95% paired CI]", "p"], rows)
 
 
 def subgroup_table(results: dict) -> str:
-  """Macro AUROC [95% interval] per age band and sex, first encoder."""
+  """Macro AUROC (regression: R^2) [95% interval] per age band and sex, first
+  encoder."""
   encoder = next(iter(results["encoders"]))
   by_task = results["encoders"][encoder]["subgroups"]
   names = list(by_task)
@@ -114,8 +148,8 @@ def subgroup_table(results: dict) -> str:
     row = [group, str(by_task[names[0]][group]["n"])]
     for task in names:
       e = by_task[task][group]
-      cell = "-" if not e.get("n") or not np.isfinite(e["auroc"]) else f"{e['auroc']:.3f}"
-      ci = e.get("auroc_ci")
+      cell = _headline(e)
+      ci = e.get("r2_ci" if "mae" in e else "auroc_ci")
       if isinstance(ci, list) and cell != "-" and np.isfinite(ci).all():
         cell += f" [{ci[0]:.2f}, {ci[1]:.2f}]"
       row.append(cell)
@@ -137,16 +171,15 @@ def reduced_leads_table(results: dict) -> str:
 
 
 def robustness_table(results: dict, config: ml_collections.ConfigDict) -> str:
-  """Test-fold macro AUROC of each task under each shift, per encoder."""
+  """Test macro AUROC (regression: R^2) of each task under each shift, per encoder."""
   names = list(results["tasks"])
   full, seed = f"{max(config.label_fractions):g}", config.seeds[0]
   rows = []
   for encoder, entry in results["encoders"].items():
     rows.append([encoder, "none"] + [
-        f"{entry['runs'][f'fraction_{full}/seed_{seed}/{t}']['auroc']:.3f}"
-        for t in names])
+        _headline(entry['runs'][f'fraction_{full}/seed_{seed}/{t}']) for t in names])
     for shift, by_task in entry["robustness"].items():
-      rows.append([encoder, shift] + [f"{by_task[t]['auroc']:.3f}" for t in names])
+      rows.append([encoder, shift] + [_headline(by_task[t]) for t in names])
   return _table(["encoder", "shift", *names], rows)
 
 
@@ -167,12 +200,20 @@ def domains_table(results: dict) -> str:
 def markdown(results: dict, config: ml_collections.ConfigDict) -> str:
   """Every table of results.md."""
   full = f"{max(config.label_fractions):.0%}"
-  parts = [
-      f"# CREMA {config.mode} on {results['dataset']['path']}",
-      f"Protocol: {REFERENCE}. Test fold {results['protocol']['folds']['test']}, "
-      f"macro AUROC (mean ± std over seeds {tuple(config.seeds)}; [95% bootstrap "
-      f"interval] of seed {config.seeds[0]}). Overall: {results['protocol']['overall']}.",
-      score_table(results, config)]
+  table = results["dataset"].get("labels_table")
+  if table:
+    intro = (f"Labels table {table['path']} ({table['records_labelled']} ECGs labelled); "
+             f"split: {table['split']}; patients: {table['patients']}. Test split, "
+             f"macro AUROC, or MAE and R² for regression (mean ± std over seeds "
+             f"{tuple(config.seeds)}; [95% bootstrap interval] of seed "
+             f"{config.seeds[0]}).")
+  else:
+    intro = (f"Protocol: {REFERENCE}. Test fold {results['protocol']['folds']['test']}, "
+             f"macro AUROC (mean ± std over seeds {tuple(config.seeds)}; [95% bootstrap "
+             f"interval] of seed {config.seeds[0]}). Overall: "
+             f"{results['protocol']['overall']}.")
+  parts = [f"# CREMA {config.mode} on {results['dataset']['path']}", intro,
+           score_table(results, config)]
   if results["comparisons"]:
     parts += [f"## Paired differences ({full} labels, seed {config.seeds[0]})",
               comparison_table(results)]
@@ -249,7 +290,7 @@ def write_outputs(results: dict, evaluated: dict, encoder, config: ml_collection
   test = evaluated[encoder.name]["frozen"]["test"]["position"]
   curves = {}
   for name, result in evaluated.items():
-    for task in (t for t in tasks_lib.BINARY_TASKS if t in tasks):
+    for task in (t for t in tasks if tasks[t].kind == "binary"):
       rows = tasks[task].rows(test)
       curves.setdefault(name, {})[task] = (tasks[task].labels[test[rows], 0],
                                            result["primary"][task].test_scores[rows, 0])
@@ -260,8 +301,13 @@ def write_outputs(results: dict, evaluated: dict, encoder, config: ml_collection
         results["comparisons"], workdir / "paired_differences.png")
   features = (embeddings["test_features"] if config.mode == "probe" else
               embeddings[f"test_features_finetuned_{next(iter(tasks))}"])
+  coloured = next((t for t in tasks.values() if t.kind != "regression"), None)
+  if coloured is None or coloured.name in tasks_lib.TASKS:  # PTB-XL: the superclasses.
+    labels, classes = prepared.index["labels"][test], records.SUPERCLASSES
+  else:
+    labels, classes = coloured.labels[test], coloured.classes
   paths["embeddings_pca"] = plots.embedding_map(
-      features, prepared.index["labels"][test], workdir / "embeddings_pca.png",
+      features, labels, workdir / "embeddings_pca.png", classes=classes,
       title=f"{encoder.name}: test-fold features" + (
           "" if config.mode == "probe" else f" (fine-tuned on {next(iter(tasks))})"))
   n = config.num_reconstructions

@@ -1,6 +1,8 @@
-"""Classification scores of a probe: AUROC, AUPRC, F1 at a validation-chosen threshold,
-and bootstrap confidence intervals. Inputs are numpy arrays `labels [n, classes]` (0/1)
-and `scores [n, classes]` (logits or probabilities: only their order matters).
+"""Scores of a probe: for classification AUROC, AUPRC, F1 at a validation-chosen
+threshold (multi-class: of the arg-max class, and accuracy); for regression MAE, R^2
+and Pearson r; bootstrap confidence intervals of each. Inputs are numpy arrays `labels
+[n, classes]` (0/1; regression: [n, 1] values) and `scores [n, classes]` (logits or
+probabilities: only their order matters; regression: the predicted values).
 
 A class whose labels are all one value has no AUROC; it scores NaN, never an error, so
 that a small split (1% of the training ECGs, the demo's test fold) still reports the
@@ -87,6 +89,47 @@ def macro(values: np.ndarray) -> float:
   return float(np.nanmean(values)) if np.any(np.isfinite(values)) else float("nan")
 
 
+def mae(values: np.ndarray, predicted: np.ndarray) -> float:
+  return float(np.mean(np.abs(predicted - values))) if len(values) else float("nan")
+
+
+def r2(values: np.ndarray, predicted: np.ndarray) -> float:
+  """Coefficient of determination, 1 - SSE / SST (NaN when the values are constant)."""
+  total = np.sum((values - np.mean(values)) ** 2) if len(values) else 0.0
+  return float(1 - np.sum((predicted - values) ** 2) / total) if total > 0 else float("nan")
+
+
+def pearson_r(values: np.ndarray, predicted: np.ndarray) -> float:
+  if len(values) < 2 or np.ptp(values) == 0 or np.ptp(predicted) == 0:
+    return float("nan")
+  return float(np.corrcoef(values, predicted)[0, 1])
+
+
+REGRESSION_METRICS = {"mae": mae, "r2": r2, "pearson_r": pearson_r}
+
+
+def regression_scores(values: np.ndarray, predicted: np.ndarray, *, bootstrap: int = 0,
+                      seed: int = 0, groups: np.ndarray | None = None) -> dict:
+  """{"n", "mae", "r2", "pearson_r", "mean", "std" (of the values), and with
+  bootstrap "mae_ci", "r2_ci", "pearson_r_ci" and "bootstrap"} of [n] values and
+  their [n] predictions."""
+  values = np.asarray(values, np.float64).ravel()
+  predicted = np.asarray(predicted, np.float64).ravel()
+  result = {"n": int(len(values)),
+            **{name: fn(values, predicted) for name, fn in REGRESSION_METRICS.items()},
+            "mean": float(np.mean(values)) if len(values) else float("nan"),
+            "std": float(np.std(values)) if len(values) else float("nan")}
+  if bootstrap and len(values):
+    samples, _ = bootstrap_samples(np.zeros((len(values), 0)), bootstrap, seed, groups)
+    for name, fn in REGRESSION_METRICS.items():
+      low, high = _percentiles(np.array([[fn(values[i], predicted[i])]
+                                         for i in samples]), 0.95)
+      result[f"{name}_ci"] = [float(low[0]), float(high[0])]
+    result["bootstrap"] = {"resamples": int(bootstrap), "redrawn": 0,
+                           "unit": "ecg" if groups is None else "patient"}
+  return result
+
+
 def bootstrap_samples(labels: np.ndarray, num_samples: int, seed: int = 0,
                       groups: np.ndarray | None = None) -> tuple[list[np.ndarray], int]:
   """The PTB-XL benchmark's resamples: (index arrays, how many draws were rejected).
@@ -152,29 +195,36 @@ def _percentiles(values: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarr
   return low, high
 
 
+def macro_auroc(labels: np.ndarray, scores: np.ndarray) -> float:
+  return macro(auroc_per_class(labels, scores))
+
+
 def paired_macro_auroc(labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray,
                        num_samples: int = 1000, seed: int = 0,
-                       groups: np.ndarray | None = None, level: float = 0.95) -> dict:
-  """Macro AUROC of two scorers of the same ECGs, and their difference with a paired
-  bootstrap interval: both are scored on the same resamples, so what they share (hard
-  and easy ECGs) cancels out of the difference.
+                       groups: np.ndarray | None = None, level: float = 0.95,
+                       statistic: Callable[[np.ndarray, np.ndarray], float] = macro_auroc
+                       ) -> dict:
+  """Macro AUROC (or `statistic`, e.g. a regression's `mae` of [n] values) of two
+  scorers of the same ECGs, and their difference with a paired bootstrap interval: both
+  are scored on the same resamples, so what they share (hard and easy ECGs) cancels out
+  of the difference.
 
   Returns {"a", "b", "difference" (a - b on the full data), "ci": [low, high],
   "p_value" (two-sided: twice the smaller share of resamples on either side of 0,
   at most 1), "resamples"}; JSON-ready floats.
   """
-  a = macro(auroc_per_class(labels, scores_a))
-  b = macro(auroc_per_class(labels, scores_b))
+  a, b = statistic(labels, scores_a), statistic(labels, scores_b)
   out = {"a": a, "b": b, "difference": a - b, "ci": [float("nan")] * 2,
          "p_value": float("nan"), "resamples": int(num_samples)}
   if not num_samples or not len(labels):
     return out
   try:
-    samples, _ = bootstrap_samples(labels, num_samples, seed, groups)
+    classes = labels if statistic is macro_auroc else np.zeros((len(labels), 0))
+    samples, _ = bootstrap_samples(classes, num_samples, seed, groups)
   except ValueError as e:  # Too few test ECGs of a class: no interval, said why.
     return {**out, "resamples": 0, "error": str(e)}
-  diffs = np.array([macro(auroc_per_class(labels[i], scores_a[i])) -
-                    macro(auroc_per_class(labels[i], scores_b[i])) for i in samples])
+  diffs = np.array([statistic(labels[i], scores_a[i]) - statistic(labels[i], scores_b[i])
+                    for i in samples])
   low, high = _percentiles(diffs[:, None], level)
   out["ci"] = [float(low[0]), float(high[0])]
   out["p_value"] = float(min(1.0, 2 * min((diffs <= 0).mean(), (diffs >= 0).mean())))
@@ -192,8 +242,10 @@ def _with_macro(per_class: Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 def score_task(labels: np.ndarray, scores: np.ndarray, thresholds: np.ndarray,
                class_names: tuple[str, ...], *, bootstrap: int = 0,
-               seed: int = 0, groups: np.ndarray | None = None) -> dict:
-  """Every metric of one task on one split.
+               seed: int = 0, groups: np.ndarray | None = None,
+               kind: str = "multilabel") -> dict:
+  """Every metric of one task on one split (`kind`: regression -> `regression_scores`;
+  multiclass: F1 and accuracy of the arg-max class, not of thresholds).
 
   Args:
     labels, scores: [n, classes] for the task's classes (one column for a binary task).
@@ -207,17 +259,28 @@ def score_task(labels: np.ndarray, scores: np.ndarray, thresholds: np.ndarray,
      and with bootstrap "auroc_ci", "auprc_ci": [low, high] of the macro value and
      "bootstrap": {"resamples", "unit", "redrawn"}}.
   """
+  if kind == "regression":
+    return regression_scores(labels, scores, bootstrap=bootstrap, seed=seed,
+                             groups=groups)
   labels = np.asarray(labels).reshape(len(labels), len(class_names))
   scores = np.asarray(scores, np.float64).reshape(len(labels), len(class_names))
   auroc = auroc_per_class(labels, scores)
   auprc = auprc_per_class(labels, scores)
-  f1 = f1_per_class(labels, scores, thresholds)
+  if kind == "multiclass":
+    chosen = np.eye(len(class_names), dtype=np.uint8)[np.argmax(scores, axis=1)]
+    f1 = np.array([skmetrics.f1_score(labels[:, k], chosen[:, k], zero_division=0.0)
+                   if labels[:, k].any() else np.nan for k in range(len(class_names))])
+  else:
+    f1 = f1_per_class(labels, scores, thresholds)
   result = {"n": int(len(labels)), "auroc": macro(auroc), "auprc": macro(auprc),
             "f1": macro(f1), "per_class": {
                 name: {"auroc": float(auroc[k]), "auprc": float(auprc[k]),
                        "f1": float(f1[k]), "threshold": float(thresholds[k]),
                        "positives": int(labels[:, k].sum())}
                 for k, name in enumerate(class_names)}}
+  if kind == "multiclass":
+    result["accuracy"] = float(np.mean(np.argmax(scores, 1) == np.argmax(labels, 1))
+                               ) if len(labels) else float("nan")
   if bootstrap and len(labels):
     try:
       samples, redrawn = bootstrap_samples(labels, bootstrap, seed, groups)

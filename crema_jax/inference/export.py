@@ -65,12 +65,13 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   described = {"encoder.jax": {"features": f"[b, {encoder.model.emb_dim}] float32"}}
   if found is not None:
     files["classifier.jax"] = serialize(
-        model_lib.classify_fn(found.model, pre.normalize), found.params, pre,
-        config.platforms)
+        model_lib.classify_fn(found.model, pre.normalize, found.kind), found.params,
+        pre, config.platforms)
     described["classifier.jax"] = {
         "features": f"[b, {found.model.emb_dim}] float32",
-        "probabilities": f"[b, {len(found.classes)}] float32 sigmoid, columns "
-                         f"{list(found.classes)}",
+        "outputs": f"[b, {len(found.classes)}] float32, "
+                   f"{classifier_lib.ACTIVATIONS[found.kind]}, columns "
+                   f"{list(found.classes)}",
         "thresholds": found.spec["thresholds"]}
     # The package's own cards (regular files: packages hold no links).
     files["MODEL_CARD.md"] = (found.path / "MODEL_CARD.md").read_bytes()

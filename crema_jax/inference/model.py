@@ -19,6 +19,7 @@ import numpy as np
 
 from crema_jax.input import device
 from crema_jax import models
+from crema_jax.package import classifier as classifier_lib
 from crema_jax import sharding
 
 
@@ -32,16 +33,17 @@ def encode_fn(model: models.CREMA, normalize: str) -> Callable:
   return encode
 
 
-def classify_fn(model: models.CREMA, normalize: str) -> Callable:
-  """fn({"crema", "head": {"w", "b"}}, x, valid) -> (features [b, emb], probabilities
-  [b, classes]): the encoder and a linear head on its raw features, sigmoid outputs
-  (the tasks are multi-label)."""
+def classify_fn(model: models.CREMA, normalize: str, kind: str = "multilabel"
+                ) -> Callable:
+  """fn({"crema", "head": {"w", "b"}}, x, valid) -> (features [b, emb], outputs
+  [b, classes]): the encoder and a linear head on its raw features, activated as the
+  task's kind defines (`classifier.activate`: probabilities, or a regression's value)."""
   encode = encode_fn(model, normalize)
 
   def classify(params: Any, x: jax.Array, valid: jax.Array):
     features = encode(params["crema"], x, valid)
     logits = features @ params["head"]["w"] + params["head"]["b"]
-    return features, jax.nn.sigmoid(logits)
+    return features, classifier_lib.activate(kind, logits)
   return classify
 
 

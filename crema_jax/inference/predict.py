@@ -4,10 +4,13 @@
       --config.checkpoint=EVAL_WORKDIR/classifiers/superdiagnostic --config.input=FOLDER
 
 Writes OUT/predictions.csv, one row per ECG (a window of a long recording is an ECG
-of its own, `key#wI`): key, file, then `p_LABEL` (the sigmoid probability of each
-label, in the classifier's order) and `LABEL` (1 when p_LABEL reaches the label's
-threshold, chosen on the validation fold); OUT/skipped.json; OUT/predict.json; and a
-copy of the classifier's MODEL_CARD.md.
+of its own, `key#wI`): key, file, then by the task's kind (`header`)
+- binary / multi-label: `p_LABEL` (the sigmoid probability of each label, in the
+  classifier's order) and `LABEL` (1 when p_LABEL reaches the label's threshold, chosen
+  on the validation split);
+- multi-class: `p_CLASS` (softmax probabilities) and `predicted_class`;
+- regression: `predicted_NAME`, the value in the labels table's units;
+OUT/skipped.json; OUT/predict.json; and a copy of the classifier's MODEL_CARD.md.
 """
 
 from __future__ import annotations
@@ -29,13 +32,30 @@ from crema_jax.package import classifier as classifier_lib
 from crema_jax import sharding
 
 
-def rows(batch: dict, classes, thresholds: np.ndarray) -> list[list]:
-  """One CSV row per ECG of a batch whose "out" is (features, probabilities)."""
-  probabilities = batch["out"][1]
-  decisions = (probabilities >= thresholds[None, :]).astype(int)
+def header(classes, kind: str) -> list[str]:
+  """predictions.csv's columns: key, file, then by the task's kind the predicted value
+  (regression); the class probabilities and the predicted class (multi-class); each
+  label's probability and its 0/1 decision at the classifier's threshold."""
+  if kind == "regression":
+    return ["key", "file", f"predicted_{classes[0]}"]
+  probabilities = [f"p_{c}" for c in classes]
+  return ["key", "file", *probabilities,
+          *(["predicted_class"] if kind == "multiclass" else classes)]
+
+
+def rows(batch: dict, classes, thresholds: np.ndarray, kind: str = "multilabel"
+         ) -> list[list]:
+  """One CSV row per ECG of a batch whose "out" is (features, outputs), `header`'s."""
+  out = batch["out"][1]
+  ids = zip(batch["key"], batch["source_file"])
+  if kind == "regression":
+    return [[key, file, f"{value[0]:.6g}"] for (key, file), value in zip(ids, out)]
+  if kind == "multiclass":
+    decisions = [[classes[k]] for k in np.argmax(out, axis=1)]
+  else:
+    decisions = (out >= thresholds[None, :]).astype(int)
   return [[key, file, *(f"{p:.6f}" for p in prob), *dec]
-          for key, file, prob, dec in zip(batch["key"], batch["source_file"], probabilities,
-                                          decisions)]
+          for (key, file), prob, dec in zip(ids, out, decisions)]
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
@@ -53,7 +73,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   outputs.check_workdir(workdir, run_id, config.overwrite)
   pre = found.preprocessing
   source, keys = embed.list_keys(config, pre)
-  classify = jax.jit(model_lib.classify_fn(found.model, pre.normalize))
+  classify = jax.jit(model_lib.classify_fn(found.model, pre.normalize, found.kind))
   start = time.perf_counter()
   skipped, table = [], []
   with tqdm.tqdm(total=len(keys), unit="file", desc="predict",
@@ -61,19 +81,19 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
     for batch in embed.stream_outputs(classify, found.params, config, pre, mesh,
                                       source, keys, skipped, bar):
       # Before a row is kept: `nan >= threshold` would be a silent negative.
-      outputs.check_finite("probabilities", batch["out"][1], origin)
-      table += rows(batch, found.classes, found.thresholds)
+      outputs.check_finite("outputs", batch["out"][1], origin)
+      table += rows(batch, found.classes, found.thresholds, found.kind)
   seconds = time.perf_counter() - start
   if not table:
     raise embed.no_ecg_error(config.input, skipped)
   summary = {"run": run_id, "input": str(config.input), "classifier": origin,
-             "task": found.spec["task"], "classes": list(found.classes),
+             "task": found.spec["task"], "kind": found.kind,
+             "classes": list(found.classes),
              "thresholds": found.spec["thresholds"], "ecgs": len(table),
              "keys": len(keys), "skipped": len(skipped), "seconds": round(seconds, 3),
              "settings": embed.settings(config, pre), "preprocessing": pre.describe()}
   files = atomic.Outputs(workdir)
-  atomic.write_csv(files.path("predictions.csv"),
-                   ["key", "file", *(f"p_{c}" for c in found.classes), *found.classes],
+  atomic.write_csv(files.path("predictions.csv"), header(found.classes, found.kind),
                    table)
   atomic.write_json(files.path("skipped.json"), skipped)
   # The package's own card (a regular file: packages hold no links).

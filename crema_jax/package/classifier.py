@@ -12,7 +12,10 @@ read by `predict`, `embed` and `export`; it needs nothing outside itself.
     package.json      sha256 of every file (`manifest`)
 
 The head acts on unstandardised pooled features (a probe's `raw_head()`), so
-probability = sigmoid(encode(x) @ w + b) for probe and fine-tuned classifiers alike.
+output = activation(encode(x) @ w + b) for probe and fine-tuned classifiers alike, the
+activation of the task's kind (`ACTIVATIONS`): a sigmoid per label (binary,
+multi-label), a softmax over the classes (multi-class) or none (regression: the value,
+in the labels table's units).
 A folder is written under a temporary name and renamed into place when complete.
 """
 
@@ -44,6 +47,10 @@ FORMAT = 2  # 1: a probe's folder named its checkpoint's path instead of holding
 SPEC_FILE = "classifier.json"
 HEAD_FILE = "head.npz"
 ENCODER_DIR = "encoder"
+KINDS = ("binary", "multilabel", "multiclass", "regression")
+ACTIVATIONS = {"binary": "sigmoid per label", "multilabel": "sigmoid per label",
+               "multiclass": "softmax over the classes (one class per ECG)",
+               "regression": "none: the predicted value, in the labels' units"}
 INTENDED_USE = (
     "Research use: embedding ECGs and screening label predictions on data like the "
     "evaluation data. Not a medical device; not validated for clinical decisions. "
@@ -78,6 +85,21 @@ class Classifier:
   def preprocessing(self) -> preprocessing.Preprocessing:
     return self.encoder.preprocessing
 
+  @property
+  def kind(self) -> str:
+    """The task's kind (KINDS); a folder written before kinds were recorded: the
+    PTB-XL multi-label heads it could hold."""
+    return self.spec.get("kind", "multilabel")
+
+
+def activate(kind: str, logits: jax.Array) -> jax.Array:
+  """The head's outputs [b, classes] from its logits, as the kind defines them."""
+  if kind == "multiclass":
+    return jax.nn.softmax(logits, axis=-1)
+  if kind == "regression":
+    return logits
+  return jax.nn.sigmoid(logits)
+
 
 def probability(logit_thresholds: np.ndarray) -> np.ndarray:
   """The evaluation's F1 thresholds (on logits) as thresholds on the probabilities
@@ -104,7 +126,7 @@ def encoder_only(params: Any) -> Any:
 def save(directory: pathlib.Path, *, task: str, classes, thresholds: np.ndarray,
          head: tuple[np.ndarray, np.ndarray], config: ml_collections.ConfigDict,
          encoder_params: Any, encoder: encoder_lib.Encoder, fine_tuned: bool,
-         card: dict) -> pathlib.Path:
+         card: dict, kind: str = "multilabel") -> pathlib.Path:
   """Writes a classifier folder (module docstring): the head on the features of
   `config`'s model (the encoder's config, with the pooling the head was fitted on) with
   `encoder_params` (the package `encoder`'s own for a probe, the fine-tuned ones for
@@ -118,7 +140,9 @@ def save(directory: pathlib.Path, *, task: str, classes, thresholds: np.ndarray,
     atomic.savez(staging / HEAD_FILE, w=w, b=b)
     with ocp.StandardCheckpointer() as saver:
       saver.save(staging / ENCODER_DIR, encoder_only(jax.device_get(encoder_params)))
-    spec = {"format": FORMAT, "task": task, "classes": list(classes),
+    if kind not in KINDS:
+      raise ValueError(f"kind={kind!r} is not one of {KINDS}")
+    spec = {"format": FORMAT, "task": task, "kind": kind, "classes": list(classes),
             "thresholds": _thresholds_json(thresholds),  # None: never predicted.
             "encoder": {"dir": ENCODER_DIR, "fine_tuned": bool(fine_tuned),
                         "from": encoder.origin()},
@@ -204,21 +228,28 @@ def _read_head(path: pathlib.Path, emb_dim: int, num_classes: int) -> dict:
 # --------------------------------------------------------------------- model card
 def card(*, task: str, definition: str, classes, thresholds, encoder_config,
          mode: str, checkpoint_ref: dict, pretraining: dict, leakage: dict,
-         test: dict, protocol: dict, training: dict) -> dict:
+         test: dict, protocol: dict, training: dict, kind: str = "multilabel",
+         labels: dict | None = None) -> dict:
   """The model card's fields: what it predicts (labels, order, thresholds), what it
-  expects (preprocessing), what it was trained on, how well it did on the test fold."""
+  expects (preprocessing), what it was trained on (`labels`: the labels table and the
+  split, for a hospital's own labels), how well it did on the test split."""
   head = ("linear probe on the frozen encoder" if mode == "probe" else
           "fine-tuned end to end (LP-FT: head started from the probe)")
+  decisions = {
+      "regression": "none: the value is the prediction",
+      "multiclass": "the class of the highest probability",
+  }.get(kind, "the probability at which each label's F1 is highest on the validation "
+              "split (none: no validation positive, never predicted)")
   return {
-      "task": task, "definition": definition,
+      "task": task, "definition": definition, "kind": kind,
       "outputs": {
-          "probabilities": [f"p_{c}" for c in classes],
+          "columns": ([f"predicted_{classes[0]}"] if kind == "regression" else
+                      [f"p_{c}" for c in classes]),
           "labels": [{"name": c, "column": i, "threshold": t} for i, (c, t) in
                      enumerate(zip(classes, _thresholds_json(thresholds)))],
-          "activation": "sigmoid per label (multi-label)",
-          "thresholds": ("the probability at which each label's F1 is highest on the "
-                         "validation fold (none: no validation positive, never "
-                         "predicted)")},
+          "activation": ACTIVATIONS[kind],
+          "thresholds": decisions},
+      **({"labels": labels} if labels else {}),
       "preprocessing": preprocessing.Preprocessing.of(encoder_config).describe(),
       "model": {**_model_entry(encoder_config), "head": head},
       "pretraining": {"checkpoint": checkpoint_ref, **pretraining},
@@ -253,22 +284,33 @@ def card_markdown(fields: dict) -> str:
   lines = [f"# CREMA classifier: {fields['task']}", "", fields.get("definition", ""),
            "", "## Outputs", "",
            f"{fields['outputs']['activation']}; decisions at "
-           f"{fields['outputs']['thresholds']}.", "",
-           "| column | label | threshold | test AUROC |", "|---|---|---|---|"]
-  per_class = fields["evaluation"]["test"].get("per_class", {})
-  for label in fields["outputs"]["labels"]:
-    auroc = per_class.get(label["name"], {}).get("auroc", float("nan"))
-    threshold = ("never" if label["threshold"] is None else
-                 f"{label['threshold']:.4f}")
-    lines.append(f"| {label['column']} | {label['name']} | {threshold} | {auroc:.3f} |")
+           f"{fields['outputs']['thresholds']}.", ""]
   test = fields["evaluation"]["test"]
-  ci = test.get("auroc_ci")
-  lines += ["", "## Test metrics", "",
-            f"Macro AUROC {test.get('auroc', float('nan')):.4f}"
-            + (f" (95% CI {ci[0]:.4f}-{ci[1]:.4f})" if ci else "")
-            + f", macro AUPRC {test.get('auprc', float('nan')):.4f}, "
-            f"on {test.get('n', 0)} test ECGs. Protocol:", ""]
+  if fields.get("kind") == "regression":
+    interval = lambda k: (f" (95% CI {test[k + '_ci'][0]:.4g}-{test[k + '_ci'][1]:.4g})"
+                          if test.get(k + "_ci") else "")
+    lines += ["## Test metrics", "",
+              f"MAE {test['mae']:.4g}{interval('mae')}, R^2 {test['r2']:.4f}"
+              f"{interval('r2')}, Pearson r {test['pearson_r']:.4f}"
+              f"{interval('pearson_r')}, on {test.get('n', 0)} test ECGs. Protocol:", ""]
+  else:
+    lines += ["| column | label | threshold | test AUROC |", "|---|---|---|---|"]
+    per_class = test.get("per_class", {})
+    for label in fields["outputs"]["labels"]:
+      auroc = per_class.get(label["name"], {}).get("auroc", float("nan"))
+      threshold = ("never" if label["threshold"] is None else
+                   f"{label['threshold']:.4f}")
+      lines.append(f"| {label['column']} | {label['name']} | {threshold} | "
+                   f"{auroc:.3f} |")
+    ci = test.get("auroc_ci")
+    lines += ["", "## Test metrics", "",
+              f"Macro AUROC {test.get('auroc', float('nan')):.4f}"
+              + (f" (95% CI {ci[0]:.4f}-{ci[1]:.4f})" if ci else "")
+              + f", macro AUPRC {test.get('auprc', float('nan')):.4f}, "
+              f"on {test.get('n', 0)} test ECGs. Protocol:", ""]
   lines += [f"- {k}: {v}" for k, v in fields["evaluation"]["protocol"].items()]
+  if fields.get("labels"):
+    lines += ["", "## Labels", ""] + [f"- {k}: {v}" for k, v in fields["labels"].items()]
   lines += ["", "## Preprocessing", ""]
   lines += [f"- {k}: {v}" for k, v in fields["preprocessing"].items()]
   lines += ["", "## Model", ""] + [f"- {k}: {v}" for k, v in fields["model"].items()]
