@@ -3,6 +3,9 @@ checking it costs.
 
   python benchmarks/reconstruction.py --steps 300,1200 --methods gl,hl
   python benchmarks/reconstruction.py --timing_only
+  python benchmarks/reconstruction.py --steps 600 --methods gl \
+      --set model.decoder_dim=256 --set model.decoder_depth=2 \
+      --set model.decoder_heads=8 --set mask_ratio=0.6
 
 For each method and budget, pretrains the demo config (`configs/demo.py`: the tiny
 model, batch 32, the demo's synthetic PTB-XL, prepared first when absent) with the
@@ -15,10 +18,13 @@ Then times the jitted HL step of the demo config (random crops of the real shape
 median of `--timing_steps`) and the log steps' reference check on the same batch, in
 the same process, alternating, and prints the check's share of a run's step time
 (once every `log_every` steps; the step itself is unchanged by it). Prints one JSON
-object.
+object. `--set FIELD=VALUE` (repeated) changes the demo config of the runs, and the
+timing then puts the changed config's step beside the demo's, alternating (the ratio
+is the cost of the change; the CPU step's budget is 1.05x the demo's).
 """
 
 import argparse
+import ast
 import json
 import pathlib
 import shutil
@@ -40,8 +46,28 @@ from crema_jax import train
 METHOD_WEIGHTS = {"gl": (1.0, 0.0, 0.0), "hl": (1.0, 1.0, 1.0)}
 
 
-def pretrain_run(method: str, steps: int, root: pathlib.Path) -> dict:
+def demo_with(sets: list[str]):
+  """The demo config with `--set FIELD=VALUE` overrides (values as Python literals)."""
   config = demo_config.get_config()
+  for item in sets:
+    field, _, text = item.partition("=")
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text
+    *parents, leaf = field.split(".")
+    node = config
+    for parent in parents:
+      node = node[parent]
+    if leaf not in node:
+      raise SystemExit(f"--set {item}: the demo config has no field {field}")
+    node[leaf] = value
+  return config
+
+
+def pretrain_run(method: str, steps: int, root: pathlib.Path,
+                 sets: list[str] = ()) -> dict:
+  config = demo_with(list(sets))
   config.total_steps = steps
   config.optimizer.warmup_steps = max(steps // 10, 1)
   config.checkpoint_every = steps
@@ -49,7 +75,7 @@ def pretrain_run(method: str, steps: int, root: pathlib.Path) -> dict:
   (config.loss.reconstruction, config.loss.sample,
    config.loss.patient) = METHOD_WEIGHTS[method]
   demo.write_demo_data(config)
-  workdir = root / f"{method}_{steps}"
+  workdir = root / ("_".join([method, str(steps), *sets]).replace("/", "_"))
   shutil.rmtree(workdir, ignore_errors=True)
   start = time.perf_counter()
   train.pretrain(config, workdir)
@@ -57,7 +83,8 @@ def pretrain_run(method: str, steps: int, root: pathlib.Path) -> dict:
           if "reconstruction_ratio" in r]
   last = rows[-3:]  # The last three log steps, averaged (one batch each).
   mean = lambda k: round(float(np.mean([r[k] for r in last])), 4)
-  return {"method": method, "steps": steps, "seconds": round(time.perf_counter() - start),
+  return {"method": method, "steps": steps, "set": list(sets),
+          "seconds": round(time.perf_counter() - start),
           "reconstruction_ratio": mean("reconstruction_ratio"),
           "decoder": mean("reference_model"),
           **{name: mean(f"reference_{name}") for name in
@@ -67,10 +94,21 @@ def pretrain_run(method: str, steps: int, root: pathlib.Path) -> dict:
           "workdir": str(workdir)}
 
 
-def timers(repeats: int, rng: np.random.Generator) -> dict:
+def timers(repeats: int, rng: np.random.Generator, sets: list[str] = ()) -> dict:
   """{name: () -> [seconds]}: the demo config's jitted HL step, and the log steps'
-  reference check (`references.make_reference_fn`) on the same batch."""
+  reference check (`references.make_reference_fn`) on the same batch; with `sets`,
+  also the changed config's HL step ("train_step_set")."""
   config = demo_config.get_config()
+  timed_steps = {"train_step": config}
+  if sets:
+    timed_steps["train_step_set"] = demo_with(list(sets))
+  out = {}
+  for name, step_config in timed_steps.items():
+    out.update(_timers(step_config, repeats, rng, name))
+  return out
+
+
+def _timers(config, repeats: int, rng: np.random.Generator, key: str) -> dict:
   run = step_lib.build_run(config, sharding.make_mesh(1))
   state = run.initial_state(jax.random.key(0))
   batch = {}
@@ -100,8 +138,10 @@ def timers(repeats: int, rng: np.random.Generator) -> dict:
     state, out = run.train_step(state, batch)
     return out
 
-  return {"train_step": timed(step),
-          "reference_check": timed(lambda: reference_fn(state.params, 0, batch))}
+  out = {key: timed(step)}
+  if key == "train_step":
+    out["reference_check"] = timed(lambda: reference_fn(state.params, 0, batch))
+  return out
 
 
 def main():
@@ -111,15 +151,17 @@ def main():
   parser.add_argument("--timing_steps", type=int, default=20)
   parser.add_argument("--timing_only", action="store_true")
   parser.add_argument("--workdir", default="")
+  parser.add_argument("--set", action="append", default=[], dest="sets",
+                      help="FIELD=VALUE of the demo config, e.g. model.decoder_dim=256")
   args = parser.parse_args()
   out = {"devices": jax.device_count(), "runs": []}
   if not args.timing_only:
     root = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="reconstruction_"))
     for steps in (int(s) for s in args.steps.split(",")):
       for method in args.methods.split(","):
-        out["runs"].append(pretrain_run(method, steps, root))
+        out["runs"].append(pretrain_run(method, steps, root, args.sets))
         print(json.dumps(out["runs"][-1]), flush=True)
-  timed = timers(args.timing_steps, np.random.default_rng(0))
+  timed = timers(args.timing_steps, np.random.default_rng(0), args.sets)
   times = {name: [] for name in timed}
   for _ in range(3):  # Alternating rounds: the machine's load hits both alike.
     for name, go in timed.items():
@@ -130,6 +172,8 @@ def main():
   # The check runs once per log step: its share of a run's step time.
   out["reference_overhead_per_step"] = round(
       median["reference_check"] / (log_every * median["train_step"]), 3)
+  if args.sets:
+    out["set_step_ratio"] = round(median["train_step_set"] / median["train_step"], 3)
   print(json.dumps(out))
 
 
