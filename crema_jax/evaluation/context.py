@@ -5,6 +5,7 @@ fine-tuned."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import ml_collections
 import numpy as np
@@ -41,3 +42,8 @@ class Context:
   encoders: tuple[fitting.Encoder, ...]
   evaluated: dict[str, dict]
   domains: tuple = ()
+
+  def per_encoder(self, scores: Callable[[fitting.Encoder, dict], dict]) -> dict:
+    """{encoder name: scores(encoder, its `evaluated` entry)}, every encoder in order:
+    what a per-encoder evaluator returns."""
+    return {e.name: scores(e, self.evaluated[e.name]) for e in self.encoders}

@@ -68,8 +68,7 @@ def run(ctx: context.Context) -> dict:
   source's task). {} without `ctx.domains`."""
   if not ctx.domains:
     return {}
-  return {encoder.name: _encoder_scores(ctx, encoder, ctx.evaluated[encoder.name])
-          for encoder in ctx.encoders}
+  return ctx.per_encoder(lambda encoder, result: _encoder_scores(ctx, encoder, result))
 
 
 def _encoder_scores(ctx: context.Context, encoder: fitting.Encoder,
